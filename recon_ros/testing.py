@@ -21,3 +21,16 @@ def fixture_dir(*parts: str) -> Path | None:
     """Path of one fixture folder, or None when the fixtures are not available."""
     path = fixtures_root().joinpath(*parts)
     return path if path.is_dir() else None
+
+
+def require_fixture(*parts: str) -> Path:
+    """The fixture folder, or skip the calling test saying where the fixtures were looked for."""
+    import pytest
+
+    path = fixture_dir(*parts)
+    if path is None:
+        pytest.skip(
+            f"parity fixture {'/'.join(parts)} not found under {fixtures_root()} "
+            f"(set {FIXTURES_ENV} to the shared fixtures folder)"
+        )
+    return path

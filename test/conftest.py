@@ -6,17 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recon_ros.testing import FIXTURES_ENV, fixture_dir
-
-
-def require_fixture(*parts: str) -> Path:
-    """Return the fixture folder or skip the test, saying where the fixtures were looked for."""
-    path = fixture_dir(*parts)
-    if path is None:
-        pytest.skip(
-            f"parity fixture {'/'.join(parts)} not found (set {FIXTURES_ENV} or place ../shared/fixtures)"
-        )
-    return path
+from recon_ros.testing import require_fixture
 
 
 @pytest.fixture
