@@ -1,0 +1,141 @@
+"""Prediction heads: linear pointmap head with convolutional skip branch, and the Gaussian head.
+
+Both heads predict ``c * p * p`` values per token (p = patch size) and unshuffle them into a
+``p x p`` pixel block: channel ``c * p*p + p*i + j`` of token ``(row, col)`` is channel ``c`` of pixel
+``(p*row + i, p*col + j)``. The unshuffle is written with reshape/permute so it exports to ONNX as
+plain Reshape/Transpose nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+Recorder = Callable[[str, torch.Tensor], None] | None
+
+
+def unshuffle_channels_first(x: torch.Tensor, grid: tuple[int, int], p: int) -> torch.Tensor:
+    """``[M, gh*gw, c*p*p]`` -> ``[M, c, gh*p, gw*p]``."""
+    m, _, ch = x.shape
+    gh, gw = grid
+    c = ch // (p * p)
+    return x.reshape(m, gh, gw, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(m, c, gh * p, gw * p)
+
+
+def unshuffle_channels_last(x: torch.Tensor, grid: tuple[int, int], p: int) -> torch.Tensor:
+    """``[M, gh*gw, c*p*p]`` -> ``[M, gh*p, gw*p, c]``."""
+    m, _, ch = x.shape
+    gh, gw = grid
+    c = ch // (p * p)
+    return x.reshape(m, gh, gw, c, p, p).permute(0, 1, 4, 2, 5, 3).reshape(m, gh * p, gw * p, c)
+
+
+class ConvBNBlock(nn.Module):
+    """Conv (same padding) + BatchNorm, optionally followed by SELU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, activation: bool, bn_eps: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
+        self.norm = nn.BatchNorm2d(cout, eps=bn_eps)
+        self.act = nn.SELU() if activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class PointHead(nn.Module):
+    """Per-token linear prediction of xyz + confidence logit, refined by an image skip branch.
+
+    The skip branch sees the RGB image and the raw xyz and adds ``skip_scale`` times its 3-channel
+    output to the raw xyz. Depth mode 'exp': ``xyz / |xyz| * expm1(|xyz|)``; confidence mode 'exp':
+    ``vmin + min(exp(c), vmax - vmin)``.
+    """
+
+    def __init__(
+        self,
+        dec_dim: int,
+        patch_size: int,
+        skip: bool,
+        skip_dim: int,
+        skip_scale: float,
+        conf_range: tuple[float, float],
+        bn_eps: float,
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.skip_scale = skip_scale
+        self.conf_min, self.conf_max = conf_range
+        self.proj = nn.Linear(dec_dim, 4 * patch_size**2)
+        self.skip_proj: nn.Sequential | None = None
+        if skip:
+            self.skip_proj = nn.Sequential(
+                ConvBNBlock(6, skip_dim, 3, True, bn_eps),
+                ConvBNBlock(skip_dim, skip_dim, 5, True, bn_eps),
+                ConvBNBlock(skip_dim, skip_dim, 5, True, bn_eps),
+                ConvBNBlock(skip_dim, 3, 3, False, bn_eps),
+            )
+
+    def forward(
+        self, tokens: torch.Tensor, img: torch.Tensor, grid: tuple[int, int], record: Recorder = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``tokens`` ``[M, N, C]``, ``img`` ``[M, 3, H, W]`` -> pts3d ``[M, H, W, 3]``, conf ``[M, H, W]``."""
+        raw = self.proj(tokens)
+        if record is not None:
+            record("head_pts_proj_out", raw)
+        feat = unshuffle_channels_first(raw, grid, self.patch_size)
+        xyz, logit = feat[:, :3], feat[:, 3]
+        if self.skip_proj is not None:
+            skip = self.skip_proj(torch.cat((img, xyz), dim=1))
+            if record is not None:
+                record("head_pts_skip_out", skip)
+            xyz = xyz + skip * self.skip_scale
+        xyz = xyz.permute(0, 2, 3, 1)
+        dist = torch.linalg.vector_norm(xyz, dim=-1, keepdim=True)
+        pts3d = xyz / dist.clamp(min=1e-8) * torch.expm1(dist)
+        conf = self.conf_min + logit.exp().clamp(max=self.conf_max - self.conf_min)
+        return pts3d, conf
+
+
+def _mlp(dim: int, hidden: int, out: int) -> nn.Sequential:
+    # Indices 0 and 2 carry the weights, as in the official keys ``mlp_rgb.0`` / ``mlp_rgb.2``.
+    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, out, bias=False))
+
+
+class GaussianHead(nn.Module):
+    """Per-pixel 3D Gaussian parameters: colour (SH coefficients), opacity, scale, rotation."""
+
+    def __init__(self, dec_dim: int, patch_size: int, mlp_dim: int, sh_degree: int, eps: float) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        pp = patch_size**2
+        sh = (sh_degree + 1) ** 2
+        self.norm = nn.LayerNorm(dec_dim, eps=eps)
+        self.mlp_rgb = _mlp(dec_dim, mlp_dim, pp * 3 * sh)
+        self.mlp_opacity = _mlp(dec_dim, mlp_dim, pp)
+        self.mlp_scale2 = _mlp(dec_dim, mlp_dim, pp * 3)
+        self.mlp_rotation = _mlp(dec_dim, mlp_dim, pp * 4)
+
+    def forward(
+        self, tokens: torch.Tensor, grid: tuple[int, int], record: Recorder = None
+    ) -> dict[str, torch.Tensor]:
+        """``tokens`` ``[M, N, C]`` -> dict of ``[M, H, W, c]`` tensors."""
+        t = self.norm(tokens)
+        raw = {
+            "rgb": self.mlp_rgb(t),
+            "opacity": self.mlp_opacity(t),
+            "scale": self.mlp_scale2(t),
+            "rotation": self.mlp_rotation(t),
+        }
+        if record is not None:
+            record("head_gs_norm_out", t)
+            for name, value in raw.items():
+                record(f"head_gs_{name}_raw", value)
+        p = self.patch_size
+        rgb = unshuffle_channels_last(raw["rgb"], grid, p)
+        opacity = unshuffle_channels_last(torch.sigmoid(raw["opacity"]), grid, p)
+        scale = unshuffle_channels_last(raw["scale"] * 0.1, grid, p)
+        rot = unshuffle_channels_last(raw["rotation"], grid, p)
+        rot = rot / torch.linalg.vector_norm(rot, dim=-1, keepdim=True).clamp(min=1e-5)
+        return {"gs_rgb": rgb, "gs_opacity": opacity, "gs_scale": scale, "gs_rotation": rot}
