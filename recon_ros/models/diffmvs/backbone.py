@@ -59,10 +59,14 @@ class FeaturePyramid(nn.Module):
             ConvBNReLU(base, base * 2, 5, 2), ConvBNReLU(base * 2, base * 2), ConvBNReLU(base * 2, base * 2)
         )
         self.conv2 = nn.Sequential(
-            ConvBNReLU(base * 2, base * 4, 5, 2), ConvBNReLU(base * 4, base * 4), ConvBNReLU(base * 4, base * 4)
+            ConvBNReLU(base * 2, base * 4, 5, 2),
+            ConvBNReLU(base * 4, base * 4),
+            ConvBNReLU(base * 4, base * 4),
         )
         self.conv3 = nn.Sequential(
-            ConvBNReLU(base * 4, base * 8, 5, 2), ConvBNReLU(base * 8, base * 8), ConvBNReLU(base * 8, base * 8)
+            ConvBNReLU(base * 4, base * 8, 5, 2),
+            ConvBNReLU(base * 8, base * 8),
+            ConvBNReLU(base * 8, base * 8),
         )
         top = base * 8
         self.out1 = nn.Conv2d(top, out_channels[0], 1, bias=False)

@@ -189,9 +189,7 @@ _CASDIFFMVS_ARCH: dict[str, Any] = dict(
 PRESETS: dict[str, DiffMVSConfig] = {
     "diffmvs_blend": DiffMVSConfig(**_DIFFMVS_ARCH, scale=(0.0, 0.125, 0.0), name="diffmvs_blend"),
     "diffmvs_dtu": DiffMVSConfig(**_DIFFMVS_ARCH, scale=(0.0, 0.5, 0.0), name="diffmvs_dtu"),
-    "casdiffmvs_blend": DiffMVSConfig(
-        **_CASDIFFMVS_ARCH, scale=(0.0, 0.125, 0.025), name="casdiffmvs_blend"
-    ),
+    "casdiffmvs_blend": DiffMVSConfig(**_CASDIFFMVS_ARCH, scale=(0.0, 0.125, 0.025), name="casdiffmvs_blend"),
     "casdiffmvs_dtu": DiffMVSConfig(**_CASDIFFMVS_ARCH, scale=(0.0, 0.5, 0.1), name="casdiffmvs_dtu"),
 }
 

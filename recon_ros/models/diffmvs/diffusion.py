@@ -163,7 +163,9 @@ class DiffusionUNet(nn.Module):
             up: nn.Module = (
                 nn.Conv2d(cout, cin, 3, padding=1)
                 if last
-                else nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cout, cin, 3, padding=1))
+                else nn.Sequential(
+                    nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cout, cin, 3, padding=1)
+                )
             )
             self.ups.append(nn.ModuleList([TimeResBlock(cout + cin, cout, groups, time_dim), up]))
         self.final_res_block = TimeResBlock(dim * 2, dim, groups, time_dim)
@@ -326,7 +328,9 @@ class DiffusionRefiner(nn.Module):
             if time_next < 0:
                 break
             # DDIM update towards the next (smaller) timestep; delta is the predicted x_0.
-            pred_noise = (self.sqrt_recip_alphas_cumprod[time] * x - delta) / self.sqrt_recipm1_alphas_cumprod[time]
+            pred_noise = (
+                self.sqrt_recip_alphas_cumprod[time] * x - delta
+            ) / self.sqrt_recipm1_alphas_cumprod[time]
             alpha = self.alphas_cumprod[time]
             alpha_next = self.alphas_cumprod[time_next]
             sigma = self.ddim_eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import ConvBNReLU, ContextNet, FeaturePyramid
+from .backbone import ContextNet, ConvBNReLU, FeaturePyramid
 from .config import DiffMVSConfig
 from .diffusion import DiffusionRefiner
 from .geometry import (
@@ -96,9 +96,7 @@ class DiffMVSNet(nn.Module):
         self.context = ContextNet(tuple(h + c for h, c in zip(hdim, cdim)))  # type: ignore[arg-type]
         inits: list[nn.Module] = [
             # 1/4 -> 1/8: the GRU state lives at the U-Net bottleneck (two levels down)
-            nn.Sequential(
-                ConvBNReLU(hdim[1], 32, 3, 2), nn.Conv2d(32, hdim[1], 3, padding=1, bias=False)
-            )
+            nn.Sequential(ConvBNReLU(hdim[1], 32, 3, 2), nn.Conv2d(32, hdim[1], 3, padding=1, bias=False))
         ]
         if cfg.is_cascade:
             # 1/2 -> 1/8: three U-Net levels at stage 3
@@ -241,7 +239,9 @@ class DiffMVSNet(nn.Module):
         return {"depth": depths, "conf": [], "photometric_confidence": confidences}
 
 
-def convex_upsample_metric(u: Tensor, upmask: Tensor, ratio: int, depth_min: Tensor, depth_max: Tensor) -> Tensor:
+def convex_upsample_metric(
+    u: Tensor, upmask: Tensor, ratio: int, depth_min: Tensor, depth_max: Tensor
+) -> Tensor:
     """Convex-upsample normalised inverse depth ``[B,1,h,w]`` and return metric depth ``[B,rh,rw]``."""
     up = convex_upsample(u, upmask, ratio).unsqueeze(1)
     return norm_inv_to_depth(up, depth_min, depth_max).squeeze(1)
