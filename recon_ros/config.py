@@ -1,0 +1,320 @@
+"""The one configuration schema of recon_ros.
+
+The same dotted names (``sync.slop_s``, ``depth.source`` ...) are used by the ROS node's parameters,
+the YAML files in ``config/`` (``/**: ros__parameters:`` style or plain) and the CLI's ``--set``.
+Every field is documented in its ``metadata["help"]``; ``describe()`` prints them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+POSE_SOURCES = ("tf", "mvdust3r", "mvdust3r+")
+DEPTH_SOURCES = ("planesweep", "diffmvs", "casdiffmvs")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+TF_MODES = ("map_odom", "map_camera", "none")
+RELIABILITY = ("reliable", "best_effort")
+
+
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TopicsConfig:
+    image: str = _f("/{camera}/image_raw", "Image topic per camera; '{camera}' is replaced by the camera name.")
+    compressed: bool = _f(False, "Subscribe to '<image>/compressed' (sensor_msgs/CompressedImage, JPEG/PNG).")
+    camera_info: str = _f("/{camera}/camera_info", "CameraInfo topic per camera.")
+    output_prefix: str = _f("/recon", "Prefix of every topic recon_ros publishes.")
+
+
+@dataclass
+class FramesConfig:
+    map: str = _f("map", "Fixed frame of the fused map and the published poses.")
+    odom: str = _f("odom", "Odometry frame (REP-105).")
+    base: str = _f("base_link", "Robot base frame carrying the camera rig.")
+    optical: str = _f("{camera}_optical_frame", "Optical frame per camera (z forward, x right, y down).")
+    tf_mode: str = _f(
+        "map_odom",
+        "Transform recon_ros publishes: 'map_odom' (map->odom, needs odometry), 'map_camera' "
+        "(map-><camera optical frame>, when no odometry exists) or 'none'.",
+        TF_MODES,
+    )
+
+
+@dataclass
+class SyncConfig:
+    slop_s: float = _f(0.02, "Images whose stamps differ by at most this many seconds form one frame set.")
+    timeout_s: float = _f(0.5, "An incomplete frame set older than this (vs. the newest stamp) is dropped.")
+    max_pending: int = _f(16, "Bound on frame sets being assembled at once.")
+    future_tolerance_s: float = _f(5.0, "Stamps further than this ahead of the newest accepted stamp are rejected.")
+    min_cameras: int = _f(0, "Accept a frame set with at least this many cameras when one times out (0 = all).")
+
+
+@dataclass
+class KeyframeConfig:
+    min_translation_m: float = _f(0.15, "New keyframe once the base moved this far since the last one.")
+    min_rotation_deg: float = _f(12.0, "New keyframe once the base turned this much since the last one.")
+    max_interval_s: float = _f(3.0, "New keyframe at least this often even when standing still (0 = never).")
+    min_interval_s: float = _f(0.0, "Never two keyframes closer in time than this.")
+    buffer_size: int = _f(8, "Keyframes kept in memory (oldest evicted); bounds the reconstruction window.")
+
+
+@dataclass
+class PoseConfig:
+    source: str = _f("tf", "Where camera poses come from: odometry+extrinsics from TF, or MV-DUSt3R(+).", POSE_SOURCES)
+    checkpoint: str = _f("", "MV-DUSt3R checkpoint (.pth) for the learned pose sources.")
+    window_keyframes: int = _f(2, "Keyframes per MV-DUSt3R window (views = keyframes x cameras).")
+    min_confidence: float = _f(3.0, "Pointmap confidence below which points are ignored for poses/ranges.")
+
+
+@dataclass
+class DepthConfig:
+    source: str = _f("planesweep", "Depth estimator.", DEPTH_SOURCES)
+    checkpoint: str = _f("", "DiffMVS / CasDiffMVS checkpoint (.ckpt) for the learned depth sources.")
+    preset: str = _f("", "Network preset (e.g. casdiffmvs_blend); empty = '<source>_blend'.")
+    width: int = _f(0, "Processing width in pixels (0 = image width); height follows the aspect ratio.")
+    min_depth_m: float = _f(0.3, "Nearest depth hypothesis.")
+    max_depth_m: float = _f(12.0, "Farthest depth hypothesis.")
+    num_sources: int = _f(4, "Source views per reference view (chosen by frustum overlap).")
+    min_overlap: float = _f(0.2, "Minimum frustum overlap for a view to be used as source.")
+    min_baseline_m: float = _f(0.05, "Source views closer than this to the reference are skipped (no parallax).")
+    num_planes: int = _f(96, "Plane-sweep hypotheses, uniform in inverse depth.")
+    zncc_window: int = _f(7, "Plane-sweep ZNCC window size in pixels (odd).")
+    seed: int = _f(0, "Seed of the diffusion noise (reproducible learned depth).")
+
+
+@dataclass
+class FusionConfig:
+    pixel_threshold: float = _f(1.0, "Max reprojection error (px) for a source view to agree.")
+    relative_depth_threshold: float = _f(0.01, "Max relative depth difference for a source view to agree.")
+    min_consistent_views: int = _f(2, "Source views that must agree for a pixel to be kept.")
+    confidence_threshold: float = _f(0.3, "Per-pixel confidence below which depth is dropped (photometric mask).")
+    stage_confidence_thresholds: list = _f(
+        [], "Per-stage confidence thresholds for learned depth; empty = the network's upstream defaults."
+    )
+    max_views: int = _f(8, "Other views tested for consistency per reference view.")
+
+
+@dataclass
+class MapConfig:
+    voxel_size_m: float = _f(0.03, "Voxel edge of the fused map.")
+    max_points: int = _f(500_000, "Bound on map points; the voxel size grows when it is exceeded.")
+    max_range_m: float = _f(8.0, "Points farther than this from their camera are not fused.")
+    max_keyframe_points: int = _f(200_000, "Bound on points in one per-keyframe cloud message.")
+
+
+@dataclass
+class RuntimeConfig:
+    backend: str = _f("torch", "Inference backend for learned models.", BACKENDS)
+    device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    fp16: bool = _f(False, "Half precision on GPU backends.")
+    engine_cache_dir: str = _f("~/.cache/recon_ros/engines", "Where TensorRT engines are built and cached.")
+    queue_size: int = _f(2, "Frame sets waiting for the inference worker; the oldest is dropped when full.")
+    threads: int = _f(0, "CPU threads for torch (0 = torch default).")
+
+
+@dataclass
+class QosConfig:
+    images: str = _f("best_effort", "Reliability of image subscriptions (sensor data QoS).", RELIABILITY)
+    clouds: str = _f("reliable", "Reliability of per-keyframe clouds and depth images.", RELIABILITY)
+    depth_queue: int = _f(5, "History depth of published topics.")
+
+
+@dataclass
+class ReconConfig:
+    cameras: list = _f(["front", "left", "right", "back"], "Camera names; they fill '{camera}' in topics and frames.")
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    qos: QosConfig = field(default_factory=QosConfig)
+
+    # ---- topic and frame names -------------------------------------------------------------
+    def image_topic(self, camera: str) -> str:
+        topic = self.topics.image.format(camera=camera)
+        return f"{topic}/compressed" if self.topics.compressed else topic
+
+    def camera_info_topic(self, camera: str) -> str:
+        return self.topics.camera_info.format(camera=camera)
+
+    def optical_frame(self, camera: str) -> str:
+        return self.frames.optical.format(camera=camera)
+
+    def output_topic(self, *parts: str) -> str:
+        return "/".join([self.topics.output_prefix.rstrip("/"), *parts])
+
+    def validate(self) -> None:
+        """Raise ConfigError for values outside their choices or ranges."""
+        for name, value, meta in iter_fields(self):
+            choices = meta.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(f"parameter '{name}' = {value!r}; expected one of {list(choices)}")
+        if not self.cameras:
+            raise ConfigError("parameter 'cameras' is empty; list at least one camera name")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ConfigError(f"parameter 'cameras' has duplicates: {self.cameras}")
+        if not 0 < self.depth.min_depth_m < self.depth.max_depth_m:
+            raise ConfigError(
+                f"depth range: expected 0 < depth.min_depth_m < depth.max_depth_m, got "
+                f"{self.depth.min_depth_m} and {self.depth.max_depth_m}"
+            )
+        if self.depth.zncc_window % 2 == 0:
+            raise ConfigError(f"parameter 'depth.zncc_window' must be odd, got {self.depth.zncc_window}")
+        for name in ("keyframes.buffer_size", "runtime.queue_size", "sync.max_pending", "map.max_points"):
+            if get_value(self, name) < 1:
+                raise ConfigError(f"parameter '{name}' must be >= 1 (it bounds memory)")
+        if self.pose.source == "mvdust3r+" and len(self.cameras) * self.pose.window_keyframes < 4:
+            raise ConfigError("pose.source 'mvdust3r+' needs >= 4 views: raise pose.window_keyframes")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or out of range."""
+
+
+def iter_fields(cfg: Any, prefix: str = ""):
+    """Yield ``(dotted_name, value, metadata)`` for every leaf parameter."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from iter_fields(value, f"{name}.")
+        else:
+            yield name, value, dict(f.metadata)
+
+
+def flatten(cfg: ReconConfig) -> dict[str, Any]:
+    return {name: value for name, value, _ in iter_fields(cfg)}
+
+
+def parameter_types(cfg: ReconConfig | None = None) -> dict[str, type]:
+    """Python type of each parameter (from the default value), for ROS declarations and checks."""
+    cfg = cfg or ReconConfig()
+    return {name: type(value) for name, value, _ in iter_fields(cfg)}
+
+
+def get_value(cfg: ReconConfig, name: str) -> Any:
+    obj: Any = cfg
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _coerce(name: str, value: Any, expected: type) -> Any:
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif expected is str:
+        if isinstance(value, str):
+            return value
+    elif expected is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
+    raise ConfigError(f"parameter '{name}': expected {expected.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def set_value(cfg: ReconConfig, name: str, value: Any) -> None:
+    """Set one dotted parameter with type checking; unknown names suggest the closest match."""
+    types = parameter_types()
+    if name not in types:
+        close = difflib.get_close_matches(name, types, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown parameter '{name}'{hint}")
+    parts = name.split(".")
+    obj: Any = cfg
+    for part in parts[:-1]:
+        obj = getattr(obj, part)
+    setattr(obj, parts[-1], _coerce(name, value, types[name]))
+
+
+def _flatten_dict(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten_dict(v, f"{name}."))
+        else:
+            out[name] = v
+    return out
+
+
+def from_dict(values: dict[str, Any], base: ReconConfig | None = None) -> ReconConfig:
+    """Config from nested or dotted dict values (unknown names raise ConfigError)."""
+    cfg = dataclasses.replace(base) if base is not None else ReconConfig()
+    cfg = typing.cast(ReconConfig, _deepcopy(cfg))
+    for name, value in _flatten_dict(values).items():
+        set_value(cfg, name, value)
+    cfg.validate()
+    return cfg
+
+
+def _deepcopy(cfg: ReconConfig) -> ReconConfig:
+    import copy
+
+    return copy.deepcopy(cfg)
+
+
+def yaml_parameters(path: str | Path) -> dict[str, Any]:
+    """Parameters of a YAML file, plain or ROS style (``<node or /**>: ros__parameters: {...}``)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    for value in data.values():
+        if isinstance(value, dict) and "ros__parameters" in value:
+            return dict(value["ros__parameters"] or {})
+    return data
+
+
+def load_yaml(path: str | Path, base: ReconConfig | None = None) -> ReconConfig:
+    try:
+        return from_dict(yaml_parameters(path), base)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def describe() -> str:
+    """Human-readable list of every parameter, default and meaning (for --help and docs)."""
+    lines = []
+    for name, value, meta in iter_fields(ReconConfig()):
+        choices = f" {{{', '.join(meta['choices'])}}}" if meta.get("choices") else ""
+        lines.append(f"{name} = {value!r}{choices}\n    {meta.get('help', '')}")
+    return "\n".join(lines)

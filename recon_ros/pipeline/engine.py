@@ -1,0 +1,241 @@
+"""ReconstructionEngine: frame sets in, keyframe depth, clouds and a fused map out. No ROS here.
+
+Per frame set: keyframe gate -> views at processing resolution -> pose source -> depth source per
+view (sources chosen by frustum overlap) -> geometric-consistency fusion against the buffered views
+-> voxel map. The node, the bag tool and the demo all drive this one class.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from recon_ros.config import ReconConfig
+from recon_ros.geometry.camera import PinholeCamera, backproject
+from recon_ros.geometry.se3 import transform_points
+from recon_ros.pipeline.frames import DropCounter, FrameSet, Keyframe, View
+from recon_ros.pipeline.fusion import fuse_view, select_sources
+from recon_ros.pipeline.keyframes import KeyframeBuffer, KeyframeSelector
+from recon_ros.pipeline.sources import DepthSource, PoseSource, build_depth_source, build_pose_source
+from recon_ros.pipeline.voxel_map import VoxelMap
+
+LOG = logging.getLogger("recon_ros")
+MAX_PATH_POSES = 10_000  # bounds the published Path (one pose per keyframe)
+STAGES = ("prepare", "pose", "depth", "fusion", "map")
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device is '{name}' but torch sees no CUDA device")
+    return name
+
+
+@dataclass
+class ViewOutput:
+    camera: str
+    frame_id: str
+    stamp_ns: int
+    depth: np.ndarray  # [h, w] float32, NaN = invalid (REP-118)
+    confidence: np.ndarray  # [h, w] float32
+    K: np.ndarray  # intrinsics at the depth resolution
+    T_map_cam: np.ndarray
+    points_cam: np.ndarray  # [N, 3] float32 fused points in the optical frame
+    colors: np.ndarray  # [N, 3] uint8
+    kept_fraction: float  # fused pixels / all pixels
+    sources: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class KeyframeOutput:
+    keyframe_id: int
+    stamp_ns: int
+    reason: str
+    views: list[ViewOutput]
+    T_map_odom: np.ndarray
+    T_odom_base: np.ndarray | None
+    map_points: int
+    stage_seconds: dict[str, float]
+    scale: float = 1.0
+    scale_residual_m: float = 0.0
+
+
+class StageTimer:
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.total: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            self.last[stage] = self.last.get(stage, 0.0) + dt
+            self.total[stage] = self.total.get(stage, 0.0) + dt
+
+
+class ReconstructionEngine:
+    def __init__(
+        self,
+        cfg: ReconConfig,
+        pose_source: PoseSource | None = None,
+        depth_source: DepthSource | None = None,
+        drops: DropCounter | None = None,
+    ):
+        cfg.validate()
+        self.cfg = cfg
+        self.device = resolve_device(cfg.runtime.device)
+        if cfg.runtime.threads > 0:
+            torch.set_num_threads(cfg.runtime.threads)
+        self.pose_source = pose_source or build_pose_source(cfg, self.device)
+        self.depth_source = depth_source or build_depth_source(cfg, self.device)
+        self.drops = drops or DropCounter()
+        self.keyframes = KeyframeBuffer(cfg.keyframes.buffer_size)
+        self.selector = KeyframeSelector(cfg.keyframes)
+        self.map = VoxelMap(cfg.map.voxel_size_m, cfg.map.max_points)
+        self.path: deque[tuple[int, np.ndarray]] = deque(maxlen=MAX_PATH_POSES)
+        self.timer = StageTimer()
+        self.T_map_odom = np.eye(4)
+        self.frame_sets = 0
+        self.keyframe_count = 0
+        self.images_in_keyframes = 0
+        self.images_not_keyframe = 0
+        self.last_scale = (1.0, 0.0)
+        self._next_id = 0
+
+    # ---- public API --------------------------------------------------------------------------
+    def process(self, fs: FrameSet) -> KeyframeOutput | None:
+        """Run one frame set; returns the keyframe's outputs, or None when it is not a keyframe.
+
+        Errors inside a stage are logged and the frame set is counted as dropped
+        (``processing_error``); the engine stays usable.
+        """
+        self.frame_sets += 1
+        reason = self.selector.why(fs.stamp_ns, fs.T_odom_base)
+        if reason is None:
+            self.images_not_keyframe += len(fs.images)
+            return None
+        try:
+            out = self._process_keyframe(fs, reason)
+        except Exception as exc:  # one bad frame set must not stop perception
+            LOG.exception("frame set @ %.3f s failed: %s", fs.stamp_ns * 1e-9, exc)
+            self.drops.add("processing_error", n=len(fs.images), message=f"{type(exc).__name__}: {exc}")
+            return None
+        self.selector.accept(fs.stamp_ns, fs.T_odom_base)
+        self.images_in_keyframes += len(fs.images)
+        return out
+
+    def reset(self) -> None:
+        """Forget keyframes, map and path (the service 'reset')."""
+        self.keyframes.clear()
+        self.selector.reset()
+        self.map.clear()
+        self.path.clear()
+        self.T_map_odom = np.eye(4)
+
+    def status(self) -> dict:
+        return {
+            "frame_sets": self.frame_sets,
+            "keyframes": self.keyframe_count,
+            "buffered_keyframes": len(self.keyframes),
+            "dropped": self.drops.as_dict(),
+            "stage_latency_ms": {k: v * 1e3 for k, v in self.timer.last.items()},
+            "map_points": len(self.map),
+            "map_voxel_size": self.map.voxel_size,
+            "pose_source": self.cfg.pose.source,
+            "depth_source": self.cfg.depth.source,
+            "backend": self.cfg.runtime.backend,
+            "scale": self.last_scale[0],
+            "scale_residual_m": self.last_scale[1],
+        }
+
+    # ---- stages ------------------------------------------------------------------------------
+    def _make_view(self, kf_id: int, fs: FrameSet, cam: str) -> View:
+        im = fs.images[cam]
+        rgb, K = im.rgb, im.K
+        h, w = rgb.shape[:2]
+        target_w = self.cfg.depth.width
+        if target_w and target_w != w:
+            target_h = max(8, round(h * target_w / w))
+            K = PinholeCamera.from_K(K, w, h).resized(target_w, target_h).K
+            rgb = cv2.resize(rgb, (target_w, target_h), interpolation=cv2.INTER_AREA)
+        T = np.eye(4)
+        if fs.T_odom_base is not None and cam in fs.T_base_cam:
+            T = self.T_map_odom @ fs.T_odom_base @ fs.T_base_cam[cam]
+        return View(kf_id, cam, im.stamp_ns, rgb, K, T, frame_id=im.frame_id)
+
+    def _process_keyframe(self, fs: FrameSet, reason: str) -> KeyframeOutput:
+        self.timer.last = {}
+        kf_id = self._next_id
+        with self.timer("prepare"):
+            kf = Keyframe(kf_id, fs.stamp_ns, {c: self._make_view(kf_id, fs, c) for c in fs.images}, fs.T_odom_base)
+        window = [*self.keyframes.latest(), kf]
+        with self.timer("pose"):
+            update = self.pose_source.update(kf, window, fs)
+        if update.T_map_odom is not None:
+            self.T_map_odom = update.T_map_odom
+        self.last_scale = (update.scale, update.residual_m)
+
+        candidates = self.keyframes.views() + list(kf.views.values())
+        cfg = self.cfg
+        sources_used: dict[str, list[View]] = {}
+        with self.timer("depth"):
+            for view in kf.views.values():
+                rng = view.depth_range or (cfg.depth.min_depth_m, cfg.depth.max_depth_m)
+                srcs = select_sources(
+                    view, candidates, rng, cfg.depth.num_sources, cfg.depth.min_overlap, cfg.depth.min_baseline_m
+                )
+                est = self.depth_source.estimate(view, srcs, rng)
+                view.depth, view.confidence, view.valid = est.depth, est.confidence, est.valid
+                sources_used[view.camera] = srcs
+
+        outputs = []
+        with self.timer("fusion"):
+            with_depth = [v for v in candidates if v.depth is not None]
+            for view in kf.views.values():
+                rng = view.depth_range or (cfg.depth.min_depth_m, cfg.depth.max_depth_m)
+                others = select_sources(view, with_depth, rng, cfg.fusion.max_views, 0.05, 0.0)
+                keep = fuse_view(view, others, cfg.fusion, self.device)
+                keep &= view.depth <= cfg.map.max_range_m
+                outputs.append(self._view_output(view, keep, sources_used[view.camera]))
+
+        with self.timer("map"):
+            for out in outputs:
+                self.map.insert(transform_points(out.T_map_cam, out.points_cam.astype(np.float64)), out.colors)
+
+        self.keyframes.add(kf)
+        self._next_id += 1
+        self.keyframe_count += 1
+        T_odom_base = fs.T_odom_base
+        if T_odom_base is not None:
+            self.path.append((fs.stamp_ns, self.T_map_odom @ T_odom_base))
+        return KeyframeOutput(
+            kf_id, fs.stamp_ns, reason, outputs, self.T_map_odom.copy(), T_odom_base, len(self.map),
+            dict(self.timer.last), update.scale, update.residual_m,
+        )
+
+    def _view_output(self, view: View, keep: np.ndarray, sources: list[View]) -> ViewOutput:
+        assert view.depth is not None and view.valid is not None and view.confidence is not None
+        depth_msg = np.where(view.valid & (view.depth > 0), view.depth, np.nan).astype(np.float32)
+        pts = backproject(np.where(keep, view.depth, 0.0), view.K)[keep].astype(np.float32)
+        cols = view.rgb[keep]
+        limit = self.cfg.map.max_keyframe_points
+        if len(pts) > limit:
+            idx = np.linspace(0, len(pts) - 1, limit).astype(np.int64)
+            pts, cols = pts[idx], cols[idx]
+        return ViewOutput(
+            view.camera, view.frame_id, view.stamp_ns, depth_msg, view.confidence.astype(np.float32),
+            view.K.copy(), view.T_world_cam.copy(), pts, cols, float(keep.mean()),
+            [s.key for s in sources],
+        )

@@ -1,0 +1,148 @@
+"""Front end shared by the node and the bag tool: validates images, groups them, attaches TF.
+
+It takes decoded numpy images (the caller converts messages with ``recon_ros.io.messages``) and
+hands out :class:`FrameSet` objects ready for the engine. Every image it is given ends up either in
+an emitted frame set or counted in ``drops`` with a reason — nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+
+from recon_ros.config import ReconConfig
+from recon_ros.pipeline.frames import CameraImage, DropCounter, FrameSet
+from recon_ros.pipeline.synchronizer import Synchronizer
+from recon_ros.pipeline.tf_buffer import TransformLookup, TransformUnavailable
+
+LOG = logging.getLogger("recon_ros")
+NS = 1_000_000_000
+
+
+class RateLimitedLog:
+    """Logs the first few messages per key, then every ``every``-th, so a broken camera can't flood."""
+
+    def __init__(self, sink: Callable[[str], None], first: int = 3, every: int = 100):
+        self.sink, self.first, self.every = sink, first, every
+        self.seen: Counter[str] = Counter()
+
+    def __call__(self, key: str, message: str) -> None:
+        self.seen[key] += 1
+        n = self.seen[key]
+        if n <= self.first or n % self.every == 0:
+            suffix = f" [{n} so far]" if n > self.first else ""
+            self.sink(message + suffix)
+
+
+class FrontEnd:
+    def __init__(
+        self,
+        cfg: ReconConfig,
+        tf: TransformLookup,
+        drops: DropCounter | None = None,
+        warn: Callable[[str], None] | None = None,
+    ):
+        self.cfg = cfg
+        self.tf = tf
+        self.drops = drops or DropCounter()
+        self.warn = RateLimitedLog(warn or LOG.warning)
+        self.images_received: Counter[str] = Counter()
+        self.frame_sets = 0
+        self.camera_info: dict[str, tuple[np.ndarray, int, int]] = {}
+        s = cfg.sync
+        self.sync = Synchronizer(
+            cfg.cameras,
+            int(s.slop_s * NS),
+            int(s.timeout_s * NS),
+            s.max_pending,
+            self.drops,
+            s.min_cameras,
+            int(s.future_tolerance_s * NS),
+        )
+        self.waiting_for_tf: list[dict[str, CameraImage]] = []
+        self.tf_timeout_ns = int(max(s.timeout_s, 0.5) * NS)
+        self.needs_odometry = cfg.pose.source == "tf"
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    def set_camera_info(self, camera: str, K: np.ndarray, width: int, height: int) -> None:
+        self.camera_info[camera] = (np.asarray(K, dtype=np.float64), int(width), int(height))
+
+    def reject_image(self, camera: str, stamp_ns: int, reason: str, message: str) -> None:
+        """Count an image the caller could not decode (BadMessage) and say why, once per burst."""
+        self.images_received[camera] += 1
+        self.drops.add(reason, message=message)
+        topic = self.cfg.image_topic(camera)
+        self.warn(f"{topic}:{reason}", f"{topic} @ {stamp_ns / NS:.3f} s dropped ({reason}): {message}")
+
+    def add_image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> list[FrameSet]:
+        self.images_received[camera] += 1
+        topic = self.cfg.image_topic(camera)
+        info = self.camera_info.get(camera)
+        if info is None:
+            self._drop(camera, stamp_ns, "missing_camera_info",
+                       f"no CameraInfo received yet on {self.cfg.camera_info_topic(camera)}")
+            return []
+        K, w, h = info
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            self._drop(camera, stamp_ns, "bad_encoding", f"expected an RGB uint8 image, got {rgb.dtype} {rgb.shape}")
+            return []
+        if (rgb.shape[1], rgb.shape[0]) != (w, h):
+            self._drop(
+                camera, stamp_ns, "size_mismatch",
+                f"image is {rgb.shape[1]}x{rgb.shape[0]} but {self.cfg.camera_info_topic(camera)} says {w}x{h}",
+            )
+            return []
+        image = CameraImage(camera, stamp_ns, rgb, K, self.cfg.optical_frame(camera))
+        before = dict(self.drops.counts)
+        completed = self.sync.add(image)
+        for reason, n in self.drops.counts.items():
+            if n > before.get(reason, 0):
+                self.warn(f"{topic}:{reason}", f"{topic} @ {stamp_ns / NS:.3f} s: {self.drops.last_message.get(reason, reason)}")
+        self.waiting_for_tf.extend(completed)
+        return self._attach_tf(newest_ns=self.sync.newest_ns or stamp_ns)
+
+    def flush(self) -> list[FrameSet]:
+        self.waiting_for_tf.extend(self.sync.flush())
+        return self._attach_tf(newest_ns=None)
+
+    # ---- internals -----------------------------------------------------------------------------
+    def _drop(self, camera: str, stamp_ns: int, reason: str, message: str) -> None:
+        self.drops.add(reason, message=message)
+        topic = self.cfg.image_topic(camera)
+        self.warn(f"{topic}:{reason}", f"{topic} @ {stamp_ns / NS:.3f} s dropped ({reason}): {message}")
+
+    def _attach_tf(self, newest_ns: int | None) -> list[FrameSet]:
+        """Frame sets whose transforms are available; the rest wait (bounded in time) or are dropped."""
+        ready: list[FrameSet] = []
+        still: list[dict[str, CameraImage]] = []
+        for images in self.waiting_for_tf:
+            stamp = min(i.stamp_ns for i in images.values())
+            try:
+                ready.append(self._frame_set(stamp, images))
+            except TransformUnavailable as exc:
+                expired = newest_ns is None or newest_ns - stamp > self.tf_timeout_ns
+                if exc.reason == "tf_extrapolation" and not expired:
+                    still.append(images)
+                    continue
+                self.drops.add(exc.reason, n=len(images), message=str(exc))
+                self.warn(f"tf:{exc.reason}", f"frame set @ {stamp / NS:.3f} s dropped ({exc.reason}): {exc}")
+        overflow = max(len(still) - self.cfg.sync.max_pending, 0)
+        for images in still[:overflow]:
+            self.drops.add("tf_unavailable", n=len(images), message="too many frame sets waiting for TF")
+        self.waiting_for_tf = still[overflow:]
+        self.frame_sets += len(ready)
+        return ready
+
+    def _frame_set(self, stamp: int, images: dict[str, CameraImage]) -> FrameSet:
+        base = self.cfg.frames.base
+        T_base_cam = {c: self.tf.lookup(base, im.frame_id, im.stamp_ns) for c, im in images.items()}
+        T_odom_base = None
+        try:
+            T_odom_base = self.tf.lookup(self.cfg.frames.odom, base, stamp)
+        except TransformUnavailable:
+            if self.needs_odometry:
+                raise
+        return FrameSet(stamp, images, T_base_cam, T_odom_base)

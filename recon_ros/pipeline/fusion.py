@@ -1,0 +1,112 @@
+"""Multi-view geometric consistency filter (the rules DiffMVS/MVSNet fusion uses) and view selection.
+
+A reference pixel with depth ``d`` is back-projected, projected into a source view, the source's
+depth is sampled there and back-projected, and that point is projected back into the reference.
+The source *agrees* when the round trip lands within ``pixel_threshold`` pixels and its depth
+differs by less than ``relative_depth_threshold``. A pixel is kept when it passed the photometric
+mask and at least ``min_consistent_views`` sources agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recon_ros.config import FusionConfig
+from recon_ros.geometry.se3 import invert
+from recon_ros.pipeline.frames import View
+from recon_ros.pipeline.warping import as_tensor, inside, project_depths, sample
+
+
+@torch.inference_mode()
+def consistency_count(
+    ref: View, others: list[View], pixel_threshold: float, relative_depth_threshold: float, device: str = "cpu"
+) -> np.ndarray:
+    """``[h, w]`` number of views in ``others`` whose depth agrees with ``ref.depth``."""
+    assert ref.depth is not None
+    h, w = ref.depth.shape
+    d_ref = as_tensor(ref.depth, device)
+    K_ref = as_tensor(ref.K, device)
+    count = torch.zeros((h, w), dtype=torch.int32, device=device)
+    for src in others:
+        if src.depth is None:
+            continue
+        d_src_map = as_tensor(np.where(src.valid, src.depth, 0.0) if src.valid is not None else src.depth, device)
+        K_src = as_tensor(src.K, device)
+        T_src_ref = as_tensor(invert(src.T_world_cam) @ ref.T_world_cam, device)
+        hs, ws = d_src_map.shape
+        u, v, z = project_depths(d_ref, K_ref, K_src, T_src_ref)
+        d_src = sample(d_src_map.unsqueeze(0), u, v)[0]
+        # A bilinear sample that straddles an invalid (0) neighbour is no depth at all.
+        nearest = sample(d_src_map.unsqueeze(0), u, v, mode="nearest")[0]
+        ok = inside(u, v, ws, hs) & (z > 0) & (d_src > 0) & (nearest > 0)
+        # Back-project the source pixel at its own depth and bring it into the reference.
+        T_ref_src = torch.linalg.inv(T_src_ref)
+        rays = torch.linalg.inv(K_src) @ torch.stack([u, v, torch.ones_like(u)]).reshape(3, -1)
+        pts_src = rays * d_src.reshape(1, -1)
+        pts_ref = T_ref_src[:3, :3] @ pts_src + T_ref_src[:3, 3:4]
+        proj = K_ref @ pts_ref
+        z_back = proj[2]
+        zs = torch.where(z_back.abs() < 1e-8, torch.full_like(z_back, 1e-8), z_back)
+        u_back, v_back = (proj[0] / zs).reshape(h, w), (proj[1] / zs).reshape(h, w)
+        z_back = z_back.reshape(h, w)
+        uu, vv = torch.meshgrid(
+            torch.arange(w, dtype=torch.float32, device=device),
+            torch.arange(h, dtype=torch.float32, device=device),
+            indexing="xy",
+        )
+        err_px = torch.sqrt((u_back - uu) ** 2 + (v_back - vv) ** 2)
+        rel = (z_back - d_ref).abs() / d_ref.clamp_min(1e-6)
+        agree = ok & (err_px < pixel_threshold) & (rel < relative_depth_threshold)
+        count += agree.int()
+    return count.cpu().numpy()
+
+
+def fuse_view(ref: View, others: list[View], cfg: FusionConfig, device: str = "cpu") -> np.ndarray:
+    """Mask of reference pixels kept after the photometric and geometric filters."""
+    assert ref.depth is not None and ref.valid is not None
+    count = consistency_count(ref, others, cfg.pixel_threshold, cfg.relative_depth_threshold, device)
+    return ref.valid & (ref.depth > 0) & (count >= cfg.min_consistent_views)
+
+
+def frustum_overlap(ref: View, other: View, depth_range: tuple[float, float], grid: int = 12) -> float:
+    """Fraction of a grid of reference pixels, at three depths of the range, that ``other`` sees."""
+    w, h = ref.size
+    us, vs = np.meshgrid(np.linspace(0, w - 1, grid), np.linspace(0, h - 1, grid))
+    pix = np.stack([us.ravel(), vs.ravel(), np.ones(us.size)])
+    rays = np.linalg.inv(ref.K) @ pix
+    dmin, dmax = depth_range
+    depths = 1.0 / np.linspace(1.0 / dmax, 1.0 / dmin, 5)[1:4]
+    T = invert(other.T_world_cam) @ ref.T_world_cam
+    seen = 0
+    total = 0
+    ow, oh = other.size
+    for d in depths:
+        p = T[:3, :3] @ (rays * d) + T[:3, 3:4]
+        z = p[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = other.K[0, 0] * p[0] / z + other.K[0, 2]
+            v = other.K[1, 1] * p[1] / z + other.K[1, 2]
+        seen += int(np.sum((z > 0.05) & (u >= 0) & (u <= ow - 1) & (v >= 0) & (v <= oh - 1)))
+        total += z.size
+    return seen / total
+
+
+def select_sources(
+    ref: View, candidates: list[View], depth_range: tuple[float, float], max_views: int,
+    min_overlap: float, min_baseline_m: float,
+) -> list[View]:
+    """Best-overlapping candidates with enough baseline for parallax, best first."""
+    scored = []
+    c_ref = ref.T_world_cam[:3, 3]
+    for cand in candidates:
+        if cand.key == ref.key:
+            continue
+        baseline = float(np.linalg.norm(cand.T_world_cam[:3, 3] - c_ref))
+        if baseline < min_baseline_m:
+            continue
+        overlap = frustum_overlap(ref, cand, depth_range)
+        if overlap >= min_overlap:
+            scored.append((overlap, cand))
+    scored.sort(key=lambda x: -x[0])
+    return [c for _, c in scored[:max_views]]
