@@ -154,9 +154,6 @@ class DiffusionUNet(nn.Module):
                 else nn.Sequential(SpaceToDepth(), nn.Conv2d(cin * 4, cout, 1))
             )
             self.downs.append(nn.ModuleList([TimeResBlock(cin, cin, groups, time_dim), down]))
-        mid_dim = dims[-1]
-        self.gru = SepConvGRU(hidden_dim, mid_dim)
-        self.mid = TimeResBlock(hidden_dim, mid_dim, groups)  # no time conditioning here
         self.ups = nn.ModuleList()
         for k, (cin, cout) in enumerate(reversed(levels)):
             last = k == len(levels) - 1
@@ -168,6 +165,10 @@ class DiffusionUNet(nn.Module):
                 )
             )
             self.ups.append(nn.ModuleList([TimeResBlock(cout + cin, cout, groups, time_dim), up]))
+        # Registered after the decoder so the state_dict order matches the official checkpoints.
+        mid_dim = dims[-1]
+        self.gru = SepConvGRU(hidden_dim, mid_dim)
+        self.mid = TimeResBlock(hidden_dim, mid_dim, groups)  # no time conditioning here
         self.final_res_block = TimeResBlock(dim * 2, dim, groups, time_dim)
         self.final_conv = nn.Conv2d(dim, 1, 1)
         self.conf = nn.Conv2d(dim, 1, 1)
