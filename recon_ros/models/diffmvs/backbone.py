@@ -13,9 +13,7 @@ from torch import Tensor, nn
 class ConvBNReLU(nn.Module):
     """Bias-free conv + BatchNorm (+ ReLU): the checkpoint stores ``conv.weight`` and ``bn.*``."""
 
-    def __init__(
-        self, cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True, dims: int = 2
-    ) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True, dims: int = 2) -> None:
         super().__init__()
         conv_cls = nn.Conv2d if dims == 2 else nn.Conv3d
         bn_cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d

@@ -25,9 +25,7 @@ def alias_prefixes(num_refiners: int) -> list[tuple[str, str]]:
     return [(f"update_block.{i}.", f"update_block_depth{i + 2}.") for i in range(num_refiners)]
 
 
-def complete_aliases(
-    state: Mapping[str, torch.Tensor], num_refiners: int, source: str
-) -> dict[str, torch.Tensor]:
+def complete_aliases(state: Mapping[str, torch.Tensor], num_refiners: int, source: str) -> dict[str, torch.Tensor]:
     """Fill in whichever spelling of the aliased refiner keys is missing; check present pairs agree."""
     out = dict(state)
     for alias, attr in alias_prefixes(num_refiners):
@@ -38,9 +36,7 @@ def complete_aliases(
                 twin = want + key[len(have) :]
                 if twin not in out:
                     out[twin] = out[key]
-                elif have == attr and (
-                    out[twin].shape != out[key].shape or not torch.equal(out[twin], out[key])
-                ):
+                elif have == attr and (out[twin].shape != out[key].shape or not torch.equal(out[twin], out[key])):
                     raise CheckpointError(
                         f"{source}: aliased keys '{key}' and '{twin}' hold different values; the "
                         "reference model shares these tensors, so the file is inconsistent"

@@ -74,9 +74,7 @@ class DiffMVSConfig:
             raise ValueError(f"stage_iters={self.stage_iters}: stages 0 and 1 must be enabled")
         for s in self.refine_stages:
             if self.sampling_timesteps[s] < 1 or self.sampling_timesteps[s] > self.timesteps[s]:
-                raise ValueError(
-                    f"sampling_timesteps[{s}]={self.sampling_timesteps[s]} must be in [1, timesteps]"
-                )
+                raise ValueError(f"sampling_timesteps[{s}]={self.sampling_timesteps[s]} must be in [1, timesteps]")
             if self.cost_num[s] < 2:
                 raise ValueError(f"cost_num[{s}]={self.cost_num[s]} must be at least 2")
         if self.is_cascade and self.feat_dim_stage[2] <= 0:

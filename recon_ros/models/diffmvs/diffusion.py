@@ -133,9 +133,7 @@ class SepConvGRU(nn.Module):
 class DiffusionUNet(nn.Module):
     """Lightweight 2-D U-Net whose bottleneck is a ConvGRU; predicts (hidden, delta update, confidence)."""
 
-    def __init__(
-        self, dim: int, hidden_dim: int, input_dim: int, dim_mults: Sequence[int], groups: int = 4
-    ) -> None:
+    def __init__(self, dim: int, hidden_dim: int, input_dim: int, dim_mults: Sequence[int], groups: int = 4) -> None:
         super().__init__()
         self.init_conv = nn.Conv2d(input_dim, dim, 7, padding=3)
         dims = [dim, *(dim * m for m in dim_mults)]
@@ -160,9 +158,7 @@ class DiffusionUNet(nn.Module):
             up: nn.Module = (
                 nn.Conv2d(cout, cin, 3, padding=1)
                 if last
-                else nn.Sequential(
-                    nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cout, cin, 3, padding=1)
-                )
+                else nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cout, cin, 3, padding=1))
             )
             self.ups.append(nn.ModuleList([TimeResBlock(cout + cin, cout, groups, time_dim), up]))
         # Registered after the decoder so the state_dict order matches the official checkpoints.
@@ -329,9 +325,7 @@ class DiffusionRefiner(nn.Module):
             if time_next < 0:
                 break
             # DDIM update towards the next (smaller) timestep; delta is the predicted x_0.
-            pred_noise = (
-                self.sqrt_recip_alphas_cumprod[time] * x - delta
-            ) / self.sqrt_recipm1_alphas_cumprod[time]
+            pred_noise = (self.sqrt_recip_alphas_cumprod[time] * x - delta) / self.sqrt_recipm1_alphas_cumprod[time]
             alpha = self.alphas_cumprod[time]
             alpha_next = self.alphas_cumprod[time_next]
             sigma = self.ddim_eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()

@@ -39,9 +39,7 @@ def load_fixture_inputs(
     with np.load(fixture / "inputs.npz") as inp:
         imgs = [torch.from_numpy(np.ascontiguousarray(v)) for v in inp["imgs"]]
         proj = {
-            k[len("proj_matrices_") :]: torch.from_numpy(inp[k])
-            for k in inp.files
-            if k.startswith("proj_matrices_")
+            k[len("proj_matrices_") :]: torch.from_numpy(inp[k]) for k in inp.files if k.startswith("proj_matrices_")
         }
         depth_values = torch.from_numpy(inp["depth_values"])
     with np.load(fixture / "noise.npz") as nz:

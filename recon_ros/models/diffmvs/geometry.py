@@ -68,9 +68,7 @@ def full_projection(cam: Tensor) -> Tensor:
     return torch.cat([top, cam[:, 0, 3:4, :]], dim=1)
 
 
-def warp_to_reference(
-    src_feature: Tensor, src_proj: Tensor, ref_proj: Tensor, depth_hypotheses: Tensor
-) -> Tensor:
+def warp_to_reference(src_feature: Tensor, src_proj: Tensor, ref_proj: Tensor, depth_hypotheses: Tensor) -> Tensor:
     """Sample a source-view feature map at the reference pixels lifted to each depth hypothesis.
 
     Args:

@@ -239,9 +239,7 @@ class DiffMVSNet(nn.Module):
         return {"depth": depths, "conf": [], "photometric_confidence": confidences}
 
 
-def convex_upsample_metric(
-    u: Tensor, upmask: Tensor, ratio: int, depth_min: Tensor, depth_max: Tensor
-) -> Tensor:
+def convex_upsample_metric(u: Tensor, upmask: Tensor, ratio: int, depth_min: Tensor, depth_max: Tensor) -> Tensor:
     """Convex-upsample normalised inverse depth ``[B,1,h,w]`` and return metric depth ``[B,rh,rw]``."""
     up = convex_upsample(u, upmask, ratio).unsqueeze(1)
     return norm_inv_to_depth(up, depth_min, depth_max).squeeze(1)

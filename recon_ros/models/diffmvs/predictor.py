@@ -98,9 +98,7 @@ def photometric_mask(confidences: Sequence[Tensor], thresholds: Sequence[float] 
 class DiffMVSPredictor:
     """Wraps a loaded :class:`DiffMVSNet` for single-reference-view inference."""
 
-    def __init__(
-        self, model: DiffMVSNet, cfg: DiffMVSConfig | None = None, device: str | torch.device = "cpu"
-    ):
+    def __init__(self, model: DiffMVSNet, cfg: DiffMVSConfig | None = None, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.cfg = cfg if cfg is not None else model.cfg
@@ -154,10 +152,7 @@ class DiffMVSPredictor:
             confs = out["photometric_confidence"]
             if size != (height, width):
                 depth = F.interpolate(depth, size=(height, width), mode="bilinear", align_corners=False)
-                confs = [
-                    F.interpolate(c.unsqueeze(1), size=(height, width), mode="nearest").squeeze(1)
-                    for c in confs
-                ]
+                confs = [F.interpolate(c.unsqueeze(1), size=(height, width), mode="nearest").squeeze(1) for c in confs]
             return DepthPrediction(
                 depth=depth[0, 0].float().clone(),
                 confidences=[c[0].float().clone() for c in confs],
