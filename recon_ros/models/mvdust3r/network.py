@@ -18,7 +18,7 @@ Everything is indexed with tables built from Python integers, so shapes never de
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -251,12 +251,16 @@ class MVDust3R(nn.Module):
         img1 = images[:, ref_views].reshape(b * np_, 3, h, w)
         img2 = images[:, other_views].reshape(b * np_ * (v - 1), 3, h, w)
 
-        def rec(name: str, value: torch.Tensor, slots: int) -> None:
-            if self._record is not None:
-                self._rec(name, value.reshape(b, np_, slots, *value.shape[1:]))
+        rec1 = rec2 = None
+        if self._record is not None:
 
-        pts1, conf1 = self.downstream_head1(tok1, img1, grid, (lambda k, t: rec(k, t, 1)) if self._record is not None else None)
-        pts2, conf2 = self.downstream_head2(tok2, img2, grid, (lambda k, t: rec(k, t, v - 1)) if self._record is not None else None)
+            def make_rec(slots: int) -> Callable[[str, torch.Tensor], None]:
+                return lambda name, t: self._rec(name, t.reshape(b, np_, slots, *t.shape[1:]))
+
+            rec1, rec2 = make_rec(1), make_rec(v - 1)
+
+        pts1, conf1 = self.downstream_head1(tok1, img1, grid, rec1)
+        pts2, conf2 = self.downstream_head2(tok2, img2, grid, rec2)
         out = {
             "pts3d": self._join_slots(pts1, pts2, b, np_, v),
             "conf": self._join_slots(conf1, conf2, b, np_, v),
@@ -264,8 +268,8 @@ class MVDust3R(nn.Module):
         if gaussians:
             if self.downstream_GS_head is None:
                 raise ValueError("this model has no Gaussian heads (gs=False)")
-            g1 = self.downstream_GS_head[0](tok1, grid, (lambda k, t: rec(k, t, 1)) if self._record is not None else None)
-            g2 = self.downstream_GS_head[1](tok2, grid, (lambda k, t: rec(k, t, v - 1)) if self._record is not None else None)
+            g1 = self.downstream_GS_head[0](tok1, grid, rec1)
+            g2 = self.downstream_GS_head[1](tok2, grid, rec2)
             for key in g1:
                 out[key] = self._join_slots(g1[key], g2[key], b, np_, v)
         return out
