@@ -57,8 +57,8 @@ def _invert_rigid_projection(proj: Tensor) -> Tensor:
     )
     m_inv = adj / det[..., None, None]
     top = torch.cat([m_inv, -(m_inv @ v)], -1)
-    bottom = torch.zeros_like(proj[..., 3:4, :])
-    bottom = bottom + torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=proj.dtype, device=proj.device)
+    # The inverse of a matrix with bottom row (0, 0, 0, 1) has that same bottom row.
+    bottom = proj[..., 3:4, :]
     return torch.cat([top, bottom], -2)
 
 

@@ -151,7 +151,7 @@ class DiffMVSNet(nn.Module):
                 if cursor[0] >= len(noise):
                     raise ValueError(f"noise list too short: needs more than {len(noise)} maps")
                 given = noise[cursor[0]]
-                if tuple(given.shape) != tuple(like.shape):
+                if not torch.jit.is_tracing() and tuple(given.shape) != tuple(like.shape):
                     raise ValueError(
                         f"noise map {cursor[0]} has shape {tuple(given.shape)}, expected {tuple(like.shape)}"
                     )
