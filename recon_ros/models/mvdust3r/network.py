@@ -131,12 +131,20 @@ class MVDust3R(nn.Module):
         grid = self._grid(h, w)
         x = self.patch_embed(images.reshape(b * v, 3, h, w))
         self._rec("patch_embed_out", x)
+        if self._record is not None:
+            self._rec("patch_embed_pos", self.token_positions(grid).expand(b * v, -1, -1))
         for i, blk in enumerate(self.enc_blocks):
             x = blk(x, grid)
             self._rec(f"enc_block{i}_out", x)
         x = self.enc_norm(x)
         self._rec("enc_norm_out", x)
         return x.reshape(b, v, x.shape[1], x.shape[2])
+
+    @staticmethod
+    def token_positions(grid: tuple[int, int]) -> torch.Tensor:
+        """``[1, N, 2]`` int64 ``(row, col)`` of each token (the positions RoPE rotates by)."""
+        n = torch.arange(grid[0] * grid[1])
+        return torch.stack((n // grid[1], n % grid[1]), dim=-1).unsqueeze(0)
 
     def _grid(self, h: int, w: int) -> tuple[int, int]:
         p = self.config.patch_size
