@@ -183,3 +183,29 @@ def test_photometric_mask_defaults() -> None:
     assert photometric_mask([c0, c1], (0.0, 0.0, 0.0)).tolist() == [[True, True, True]]
     with pytest.raises(ValueError):
         photometric_mask([c0, c1, c1], (0.3, 0.5))
+
+
+def test_multi_step_ddim_uses_one_noise_map_per_step() -> None:
+    from recon_ros.models.diffmvs.diffusion import ddim_time_pairs
+
+    assert ddim_time_pairs(1000, 1) == [(999, -1)]
+    assert ddim_time_pairs(1000, 2) == [(999, 499), (499, -1)]
+    cfg = PRESETS["casdiffmvs_blend"].with_runtime(sampling_timesteps=(0, 2, 3), ddim_eta=(0.0, 1.0, 0.5))
+    torch.manual_seed(0)
+    net = DiffMVSNet(cfg).eval()
+    imgs = [torch.rand(1, 3, 32, 64) for _ in range(2)]
+    K = torch.tensor([[40.0, 0, 32], [0, 40.0, 16], [0, 0, 1]]).expand(2, 3, 3)
+    T = torch.stack([torch.eye(4), _extrinsic(torch.eye(3), torch.tensor([0.2, 0.0, 0.0]))])
+    proj = build_proj_matrices(K, T)
+    dv = torch.linspace(1 / 6, 1 / 2, 384)[None]
+    shapes = cfg.noise_shapes(1, 32, 64)
+    assert shapes == [(1, 1, 8, 16)] * 2 + [(1, 1, 16, 32)] * 3
+    noise = [torch.randn(s) for s in shapes]
+    with torch.inference_mode():
+        out = net(imgs, proj, dv, noise=noise)
+        assert out["depth"][-1].shape == (1, 32, 64) and torch.isfinite(out["depth"][-1]).all()
+        # the later DDIM steps really consume their maps: changing the last one changes the result
+        other = net(imgs, proj, dv, noise=[*noise[:-1], torch.randn(shapes[-1])])
+        assert not torch.equal(out["depth"][-1], other["depth"][-1])
+        with pytest.raises(ValueError, match="noise"):
+            net(imgs, proj, dv, noise=noise[:-1])
