@@ -209,3 +209,13 @@ def test_multi_step_ddim_uses_one_noise_map_per_step() -> None:
         assert not torch.equal(out["depth"][-1], other["depth"][-1])
         with pytest.raises(ValueError, match="noise"):
             net(imgs, proj, dv, noise=noise[:-1])
+
+
+def test_warp_accepts_camera_pairs_and_single_depth(scene: dict) -> None:
+    cam = scene["cam"]
+    a = warp_to_reference(scene["src"][None], cam[None, 1], cam[None, 0], scene["depth"][None])
+    b = warp_to_reference(
+        scene["src"][None], full_projection(cam[None, 1]), full_projection(cam[None, 0]), scene["depth"][None, None]
+    )
+    assert a.shape == (1, 3, 1, 48, 64)
+    assert torch.equal(a, b)

@@ -74,15 +74,23 @@ def warp_to_reference(src_feature: Tensor, src_proj: Tensor, ref_proj: Tensor, d
     Args:
         src_feature: ``[B,C,H,W]`` source features (or image).
         src_proj: ``[B,4,4]`` source projection ``[K E[:3,:4]; 0 0 0 1]`` (see :func:`full_projection`),
-            with K at the resolution of ``src_feature``.
-        ref_proj: ``[B,4,4]`` reference projection, same convention and resolution.
-        depth_hypotheses: ``[B,D,Hr,Wr]`` metric depth per reference pixel and hypothesis.
+            with K at the resolution of ``src_feature``; a ``[B,2,4,4]`` camera (extrinsic, K) is
+            converted with :func:`full_projection`.
+        ref_proj: reference projection, same conventions and resolution.
+        depth_hypotheses: ``[B,D,Hr,Wr]`` metric depth per reference pixel and hypothesis (a single
+            ``[B,Hr,Wr]`` depth map counts as D = 1).
 
     Returns:
         ``[B,C,D,Hr,Wr]``: bilinear samples (``align_corners=True`` pixel convention, integer pixel
         centres, zeros outside the source image). With the true depth, ``out[:, :, d]`` reproduces the
         reference view wherever the scene is visible in the source view.
     """
+    if src_proj.dim() == 4:
+        src_proj = full_projection(src_proj)
+    if ref_proj.dim() == 4:
+        ref_proj = full_projection(ref_proj)
+    if depth_hypotheses.dim() == 3:
+        depth_hypotheses = depth_hypotheses.unsqueeze(1)
     b, _, h_src, w_src = src_feature.shape
     num_d, h, w = depth_hypotheses.shape[1:]
     if torch.onnx.is_in_onnx_export():

@@ -37,6 +37,8 @@ class LocalCostVolume(nn.Module):
 
     def __init__(self, groups: int, min_radius: float, max_radius: float) -> None:
         super().__init__()
+        # One group count serves every refinement stage (the reference uses cost_dim_stage[1] for both;
+        # the official settings have equal counts per stage).
         self.groups = groups
         self.min_radius = min_radius
         self.max_radius = max_radius
