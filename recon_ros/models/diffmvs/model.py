@@ -179,8 +179,11 @@ class DiffMVSNet(nn.Module):
             noise: see :data:`NoiseArg`; the list form must hold ``cfg.noise_shapes(...)`` maps in order.
 
         Returns:
-            ``{"depth": [...], "conf": [], "photometric_confidence": [...]}`` as described in the
-            package README (depth maps at increasing resolution, the last one at full resolution).
+            ``{"depth": [...], "conf": [], "photometric_confidence": [...]}``. ``depth`` holds metric maps
+            ``[B,h,w]``: the 1/8 initial depth, its x2 convex upsampling, then per refinement stage the
+            refined map and its convex upsampling (the last entry is full resolution). The confidences
+            ``[B,H,W]`` (nearest-upsampled to full resolution) are conf0 of the initial cost volume and
+            one sigmoid confidence per refinement stage. ``conf`` stays empty (training only upstream).
         """
         cfg = self.cfg
         inv_lo = depth_values[:, 0].float().view(-1, 1, 1, 1)
