@@ -187,3 +187,25 @@ def test_run_fixture_rejects_other_backends_and_models(tmp_path) -> None:
         run_fixture("mvd", tmp_path, backend="onnx")
     with pytest.raises(ValueError, match="unknown fixture model"):
         run_fixture("dust3r", tmp_path)
+
+
+def test_export_trace_leaves_eager_model_intact() -> None:
+    """Tracing with torch.export must not leave fake tensors in the RoPE table cache."""
+    model = tiny_model(m_ref=False)
+    images = torch.randn(1, 2, 3, 64, 64)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, net: MVDust3R) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net.encode(x)
+
+    model.rope._tables.clear()
+    program = torch.export.export(Encoder(model), (images,))
+    with torch.no_grad():
+        eager = model.encode(images)
+        exported = program.module()(images)
+    assert isinstance(eager, torch.Tensor) and type(eager) is torch.Tensor
+    assert (eager - exported).abs().max().item() <= 1e-5

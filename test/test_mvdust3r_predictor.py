@@ -81,13 +81,14 @@ def test_mvdp_reorders_references_and_maps_results_back() -> None:
 
 
 def test_keyframe_cache_gives_fresh_results() -> None:
-    pred = make_predictor(True)
-    frames = images(6, seed=3)
-    pred.predict(frames[:5], keys=list(range(5)))
+    pred = make_predictor(False)
+    frames = images(4, hw=(224, 224), seed=3)
+    K = [K_RAW] * 3
+    pred.predict(frames[:3], K, keys=["a", "b", "c"])
     misses = pred.cache.misses
-    cached = pred.predict(frames[1:6], keys=list(range(1, 6)))
+    cached = pred.predict(frames[1:4], K, keys=["b", "c", "d"])
     assert pred.cache.misses == misses + 1  # only the new keyframe was encoded
-    fresh = pred.predict(frames[1:6])
+    fresh = pred.predict(frames[1:4], K)
     np.testing.assert_allclose(cached.pts3d, fresh.pts3d, atol=1e-5)
     np.testing.assert_allclose(cached.conf, fresh.conf, atol=1e-5)
 

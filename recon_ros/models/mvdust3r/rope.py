@@ -44,7 +44,9 @@ class GridRoPE:
         cols = torch.arange(gh * gw, device=device) % gw
         full = torch.cat((angles[rows], angles[cols]), dim=-1)  # [N, head_dim]
         cos, sin = full.cos(), full.sin()
-        self._tables[key] = (cos, sin)
+        # Tables built while torch.export / dynamo traces are fake tensors: never keep those.
+        if type(cos) is torch.Tensor and not torch.compiler.is_compiling():
+            self._tables[key] = (cos, sin)
         return cos, sin
 
     def __call__(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
