@@ -54,6 +54,7 @@ def tiny_model(m_ref: bool, seed: int = 0) -> MVDust3R:
 def test_full_size_keys_and_shapes_match_official(name: str, folder: str) -> None:
     manifest = json.loads((require_fixture("mvdust3r", folder) / "manifest.json").read_text())
     official = manifest["official_state_dict"]
+    assert from_manifest(manifest, "official_config") == preset(name)
     with torch.device("meta"):
         model = MVDust3R(preset(name))
     mine = [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()]

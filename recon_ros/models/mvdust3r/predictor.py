@@ -26,7 +26,7 @@ class PointmapPrediction:
     K224: np.ndarray  # [V, 3, 3] intrinsics of the 224 crops (given K adjusted, or estimated)
     order: list[int]  # network input i was images[order[i]]
     c2w: np.ndarray  # [V, 4, 4] float32 camera-to-view-0 poses from PnP-RANSAC
-    depth_ranges: np.ndarray  # [V, 2] robust (min, max) positive depth of confident points, camera frame
+    depth_ranges: np.ndarray  # [V, 2] robust (min, max) positive depth of confident points (NaN: no pose)
     mask: np.ndarray  # [V, 224, 224] bool confident points (used for PnP and depth ranges)
     pose_ok: np.ndarray  # [V] bool, False where PnP failed
     focal: float | None = None  # estimated focal when no K was given
@@ -105,6 +105,7 @@ class MVDust3RPredictor:
         pts, conf = pts_all[self.paths.index(0)], conf_all[self.paths.index(0)]
         poses = recover_poses(pts, conf, K=prep.K224, min_conf_percent=self.min_conf_percent, refine=True)
         ranges = depth_ranges(pts, poses.c2w, poses.mask_pnp)
+        ranges[~poses.pnp_ok] = np.nan  # no camera frame to measure depth in
         extra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for j, p in enumerate(self.paths):
             if p == 0:
