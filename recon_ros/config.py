@@ -104,6 +104,9 @@ class FusionConfig:
         [], "Per-stage confidence thresholds for learned depth; empty = the network's upstream defaults."
     )
     max_views: int = _f(8, "Other views tested for consistency per reference view.")
+    delay_keyframes: int = _f(
+        1, "Fuse a keyframe once this many newer keyframes have depth (checks both sides; adds latency)."
+    )
 
 
 @dataclass
@@ -176,6 +179,8 @@ class ReconConfig:
             )
         if self.depth.zncc_window % 2 == 0:
             raise ConfigError(f"parameter 'depth.zncc_window' must be odd, got {self.depth.zncc_window}")
+        if not 0 <= self.fusion.delay_keyframes < self.keyframes.buffer_size:
+            raise ConfigError("fusion.delay_keyframes must be >= 0 and < keyframes.buffer_size")
         for name in ("keyframes.buffer_size", "runtime.queue_size", "sync.max_pending", "map.max_points"):
             if get_value(self, name) < 1:
                 raise ConfigError(f"parameter '{name}' must be >= 1 (it bounds memory)")

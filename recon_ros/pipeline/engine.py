@@ -49,18 +49,36 @@ class ViewOutput:
     confidence: np.ndarray  # [h, w] float32
     K: np.ndarray  # intrinsics at the depth resolution
     T_map_cam: np.ndarray
-    points_cam: np.ndarray  # [N, 3] float32 fused points in the optical frame
-    colors: np.ndarray  # [N, 3] uint8
-    kept_fraction: float  # fused pixels / all pixels
     sources: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass
+class CloudOutput:
+    """Fused points of one view, in its optical frame (published as the per-keyframe cloud)."""
+
+    keyframe_id: int
+    camera: str
+    frame_id: str
+    stamp_ns: int
+    T_map_cam: np.ndarray
+    points_cam: np.ndarray  # [N, 3] float32
+    colors: np.ndarray  # [N, 3] uint8
+    kept_fraction: float  # fused pixels / all pixels of the view
+
+
+@dataclass
 class KeyframeOutput:
+    """Depth of the new keyframe, plus the clouds of the keyframes fused at this step.
+
+    Fusion of keyframe k waits for ``fusion.delay_keyframes`` newer keyframes so that each pixel
+    can be checked against views on both sides of it; ``ReconstructionEngine.flush`` fuses the rest.
+    """
+
     keyframe_id: int
     stamp_ns: int
     reason: str
     views: list[ViewOutput]
+    clouds: list[CloudOutput]
     T_map_odom: np.ndarray
     T_odom_base: np.ndarray | None
     map_points: int
@@ -113,6 +131,7 @@ class ReconstructionEngine:
         self.images_not_keyframe = 0
         self.last_scale = (1.0, 0.0)
         self._next_id = 0
+        self._unfused: list[int] = []
 
     # ---- public API --------------------------------------------------------------------------
     def process(self, fs: FrameSet) -> KeyframeOutput | None:
@@ -142,6 +161,7 @@ class ReconstructionEngine:
         self.selector.reset()
         self.map.clear()
         self.path.clear()
+        self._unfused.clear()
         self.T_map_odom = np.eye(4)
 
     def status(self) -> dict:
@@ -189,53 +209,86 @@ class ReconstructionEngine:
 
         candidates = self.keyframes.views() + list(kf.views.values())
         cfg = self.cfg
-        sources_used: dict[str, list[View]] = {}
+        views_out = []
         with self.timer("depth"):
-            for view in kf.views.values():
-                rng = view.depth_range or (cfg.depth.min_depth_m, cfg.depth.max_depth_m)
+            # Views that had no usable source yet (e.g. the very first keyframe) get another chance
+            # now that a newer keyframe exists; they are estimated at most once.
+            waiting = [v for k in self.keyframes for v in k.views.values() if v.depth is None and k.id in self._unfused]
+            for view in [*waiting, *kf.views.values()]:
+                rng = self._depth_range(view)
                 srcs = select_sources(
                     view, candidates, rng, cfg.depth.num_sources, cfg.depth.min_overlap, cfg.depth.min_baseline_m
                 )
+                if not srcs:
+                    continue
                 est = self.depth_source.estimate(view, srcs, rng)
                 view.depth, view.confidence, view.valid = est.depth, est.confidence, est.valid
-                sources_used[view.camera] = srcs
+                views_out.append(self._view_output(view, srcs))
 
-        outputs = []
-        with self.timer("fusion"):
-            with_depth = [v for v in candidates if v.depth is not None]
-            for view in kf.views.values():
-                rng = view.depth_range or (cfg.depth.min_depth_m, cfg.depth.max_depth_m)
-                others = select_sources(view, with_depth, rng, cfg.fusion.max_views, 0.05, 0.0)
-                keep = fuse_view(view, others, cfg.fusion, self.device)
-                keep &= view.depth <= cfg.map.max_range_m
-                outputs.append(self._view_output(view, keep, sources_used[view.camera]))
+        evicted = self.keyframes.add(kf)
+        self._unfused.append(kf.id)
+        if evicted is not None and evicted.id in self._unfused:  # cannot happen with a valid config
+            self._unfused.remove(evicted.id)
+        ready = self._unfused[: max(len(self._unfused) - cfg.fusion.delay_keyframes, 0)]
+        clouds = self._fuse(ready)
 
-        with self.timer("map"):
-            for out in outputs:
-                self.map.insert(transform_points(out.T_map_cam, out.points_cam.astype(np.float64)), out.colors)
-
-        self.keyframes.add(kf)
         self._next_id += 1
         self.keyframe_count += 1
         T_odom_base = fs.T_odom_base
         if T_odom_base is not None:
             self.path.append((fs.stamp_ns, self.T_map_odom @ T_odom_base))
         return KeyframeOutput(
-            kf_id, fs.stamp_ns, reason, outputs, self.T_map_odom.copy(), T_odom_base, len(self.map),
+            kf_id, fs.stamp_ns, reason, views_out, clouds, self.T_map_odom.copy(), T_odom_base, len(self.map),
             dict(self.timer.last), update.scale, update.residual_m,
         )
 
-    def _view_output(self, view: View, keep: np.ndarray, sources: list[View]) -> ViewOutput:
+    def flush(self) -> list[CloudOutput]:
+        """Fuse keyframes still waiting for newer neighbours (end of a bag, before saving a map)."""
+        self.timer.last = {}
+        return self._fuse(list(self._unfused))
+
+    def _depth_range(self, view: View) -> tuple[float, float]:
+        return view.depth_range or (self.cfg.depth.min_depth_m, self.cfg.depth.max_depth_m)
+
+    def _fuse(self, keyframe_ids: list[int]) -> list[CloudOutput]:
+        cfg = self.cfg
+        clouds = []
+        with self.timer("fusion"):
+            with_depth = [v for v in self.keyframes.views() if v.depth is not None]
+            for kf_id in keyframe_ids:
+                self._unfused.remove(kf_id)
+                kf = self.keyframes.get(kf_id)
+                if kf is None:
+                    continue
+                for view in kf.views.values():
+                    if view.depth is None:
+                        clouds.append(self._cloud_output(view, np.zeros(view.rgb.shape[:2], bool)))
+                        continue
+                    others = select_sources(view, with_depth, self._depth_range(view), cfg.fusion.max_views, 0.05, 0.0)
+                    keep = fuse_view(view, others, cfg.fusion, self.device) & (view.depth <= cfg.map.max_range_m)
+                    clouds.append(self._cloud_output(view, keep))
+        with self.timer("map"):
+            for c in clouds:
+                self.map.insert(transform_points(c.T_map_cam, c.points_cam.astype(np.float64)), c.colors)
+        return clouds
+
+    def _view_output(self, view: View, sources: list[View]) -> ViewOutput:
         assert view.depth is not None and view.valid is not None and view.confidence is not None
         depth_msg = np.where(view.valid & (view.depth > 0), view.depth, np.nan).astype(np.float32)
-        pts = backproject(np.where(keep, view.depth, 0.0), view.K)[keep].astype(np.float32)
+        return ViewOutput(
+            view.camera, view.frame_id, view.stamp_ns, depth_msg, view.confidence.astype(np.float32),
+            view.K.copy(), view.T_world_cam.copy(), [s.key for s in sources],
+        )
+
+    def _cloud_output(self, view: View, keep: np.ndarray) -> CloudOutput:
+        depth = view.depth if view.depth is not None else np.zeros(keep.shape, np.float32)
+        pts = backproject(np.where(keep, depth, 0.0), view.K)[keep].astype(np.float32)
         cols = view.rgb[keep]
         limit = self.cfg.map.max_keyframe_points
         if len(pts) > limit:
             idx = np.linspace(0, len(pts) - 1, limit).astype(np.int64)
             pts, cols = pts[idx], cols[idx]
-        return ViewOutput(
-            view.camera, view.frame_id, view.stamp_ns, depth_msg, view.confidence.astype(np.float32),
-            view.K.copy(), view.T_world_cam.copy(), pts, cols, float(keep.mean()),
-            [s.key for s in sources],
+        return CloudOutput(
+            view.keyframe_id, view.camera, view.frame_id, view.stamp_ns, view.T_world_cam.copy(), pts, cols,
+            float(keep.mean()),
         )

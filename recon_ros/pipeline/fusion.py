@@ -96,9 +96,15 @@ def select_sources(
     ref: View, candidates: list[View], depth_range: tuple[float, float], max_views: int,
     min_overlap: float, min_baseline_m: float,
 ) -> list[View]:
-    """Best-overlapping candidates with enough baseline for parallax, best first."""
+    """Best candidates, best first: frustum overlap weighted by parallax.
+
+    The weight ``min(1, baseline / (0.1 * d_mid))`` (``d_mid`` the geometric mean of the depth range)
+    prefers sources whose baseline gives a triangulation angle of at least ~6 degrees, since depth
+    error grows as 1/baseline while overlap alone would favour the nearest, least useful views.
+    """
     scored = []
     c_ref = ref.T_world_cam[:3, 3]
+    d_mid = float(np.sqrt(depth_range[0] * depth_range[1]))
     for cand in candidates:
         if cand.key == ref.key:
             continue
@@ -107,6 +113,6 @@ def select_sources(
             continue
         overlap = frustum_overlap(ref, cand, depth_range)
         if overlap >= min_overlap:
-            scored.append((overlap, cand))
+            scored.append((overlap * min(1.0, baseline / (0.1 * d_mid) if min_baseline_m > 0 else 1.0), cand))
     scored.sort(key=lambda x: -x[0])
     return [c for _, c in scored[:max_views]]

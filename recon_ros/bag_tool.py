@@ -1,0 +1,195 @@
+"""`recon-ros bag IN OUT`: run the engine over a recorded rosbag2 and write an output bag.
+
+The output holds every input message (copied byte for byte, so it plays on its own) plus what the
+live node would publish. ``summary()`` accounts for every image message: used in a keyframe, not
+selected as keyframe, or dropped with a reason — the numbers add up to the images in the bag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from recon_ros.config import ReconConfig
+from recon_ros.io.bag import BagReader, BagWriter
+from recon_ros.io.messages import (
+    BadMessage,
+    MessageKit,
+    camera_info_to_K,
+    compressed_to_rgb,
+    image_to_rgb,
+    stamp_to_ns,
+    transform_to_matrix,
+)
+from recon_ros.io.outputs import cloud_messages, keyframe_messages, map_message
+from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.frames import DropCounter
+from recon_ros.pipeline.frontend import FrontEnd
+from recon_ros.pipeline.tf_buffer import TfBuffer
+
+LOG = logging.getLogger("recon_ros")
+
+
+@dataclass
+class BagRunResult:
+    summary: dict[str, Any]
+    keyframes: list[KeyframeOutput] = field(default_factory=list)
+    clouds: list[CloudOutput] = field(default_factory=list)
+    engine: ReconstructionEngine | None = None
+
+
+def decode_image(msg: Any, compressed: bool) -> Any:
+    """RGB array of an Image or CompressedImage; raises BadMessage."""
+    return compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+
+
+def run_bag(
+    input_path: str | Path,
+    output_path: str | Path | None,
+    cfg: ReconConfig,
+    *,
+    summary_path: str | Path | None = None,
+    progress: bool = True,
+    keep_outputs: bool = False,
+    overwrite: bool = False,
+    engine: ReconstructionEngine | None = None,
+) -> BagRunResult:
+    kit = MessageKit.for_rosbags()
+    drops = DropCounter()
+    tf = TfBuffer()
+    frontend = FrontEnd(cfg, tf, drops)
+    engine = engine or ReconstructionEngine(cfg, drops=drops)
+    engine.drops = drops
+    image_topics = {cfg.image_topic(c): c for c in cfg.cameras}
+    info_topics = {cfg.camera_info_topic(c): c for c in cfg.cameras}
+    info_errors: Counter[str] = Counter()
+    kept: list[KeyframeOutput] = []
+    kept_clouds: list[CloudOutput] = []
+    t_start = time.perf_counter()
+
+    with BagReader(input_path, kit) as reader:
+        counts = reader.message_counts()
+        missing = [t for t in [*image_topics, *info_topics] if t not in counts]
+        for t in missing:
+            LOG.warning("%s: topic %s is not in the bag (has: %s)", input_path, t, ", ".join(sorted(counts)))
+        if not any(t in counts for t in image_topics):
+            raise ValueError(
+                f"{input_path}: none of the image topics {sorted(image_topics)} is in the bag; "
+                f"set cameras / topics.image / topics.compressed to match (bag has: {sorted(counts)})"
+            )
+        writer = BagWriter(output_path, kit, overwrite=overwrite) if output_path else None
+        total_images = sum(counts.get(t, 0) for t in image_topics)
+        bar = tqdm(total=total_images, desc="frames", unit="img", disable=not progress)
+        images_read: Counter[str] = Counter()
+        unknown_types: set[str] = set()
+
+        def handle(outputs: list) -> None:
+            for fs in outputs:
+                out = engine.process(fs)
+                if out is None:
+                    continue
+                if keep_outputs:
+                    kept.append(out)
+                    kept_clouds.extend(out.clouds)
+                bar.set_postfix(keyframes=engine.keyframe_count, map=len(engine.map))
+                if writer is not None:
+                    path = list(engine.path)
+                    for topic, msg in keyframe_messages(kit, cfg, out, path):
+                        writer.write(topic, msg, out.stamp_ns)
+                    pts, cols = engine.map.arrays()
+                    writer.write(cfg.output_topic("map"), map_message(kit, cfg, pts, cols, out.stamp_ns), out.stamp_ns)
+
+        try:
+            for m in reader.messages():
+                if writer is not None:
+                    writer.write_raw(m)
+                topic = m.topic
+                if topic in image_topics:
+                    images_read[topic] += 1
+                    bar.update(1)
+                cam = image_topics.get(topic) or info_topics.get(topic)
+                if cam is None and topic not in ("/tf", "/tf_static"):
+                    continue
+                try:
+                    msg = reader.deserialize(m)
+                except Exception as exc:
+                    if topic in image_topics:
+                        frontend.reject_image(cam, m.log_time_ns, "deserialize_error", f"{m.msgtype}: {exc}")
+                    elif m.msgtype not in unknown_types:
+                        unknown_types.add(m.msgtype)
+                        LOG.warning("%s: cannot deserialize %s (%s): %s", input_path, topic, m.msgtype, exc)
+                    continue
+                if topic in ("/tf", "/tf_static"):
+                    for t in msg.transforms:
+                        try:
+                            T = transform_to_matrix(t.transform)
+                        except BadMessage as exc:
+                            LOG.warning("%s: %s->%s ignored: %s", topic, t.header.frame_id, t.child_frame_id, exc)
+                            continue
+                        tf.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_ns(t.header.stamp), T,
+                                         static=topic == "/tf_static")
+                elif topic in info_topics:
+                    try:
+                        K, w, h = camera_info_to_K(msg)
+                        frontend.set_camera_info(cam, K, w, h)
+                    except BadMessage as exc:
+                        info_errors[topic] += 1
+                        frontend.warn(f"{topic}:info", f"{topic} @ {stamp_to_ns(msg.header.stamp) * 1e-9:.3f} s "
+                                                        f"ignored ({exc.reason}): {exc}")
+                else:
+                    stamp = stamp_to_ns(msg.header.stamp)
+                    try:
+                        rgb = decode_image(msg, cfg.topics.compressed)
+                    except BadMessage as exc:
+                        frontend.reject_image(cam, stamp, exc.reason, str(exc))
+                        continue
+                    handle(frontend.add_image(cam, stamp, rgb))
+            handle(frontend.flush())
+            final = engine.flush()
+            if final:
+                stamp = max(c.stamp_ns for c in final)
+                if keep_outputs:
+                    kept_clouds.extend(final)
+                if writer is not None:
+                    for topic, msg in cloud_messages(kit, cfg, final):
+                        writer.write(topic, msg, stamp)
+                    pts, cols = engine.map.arrays()
+                    writer.write(cfg.output_topic("map"), map_message(kit, cfg, pts, cols, stamp), stamp)
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+
+        summary = {
+            "input": str(input_path),
+            "output": str(output_path) if output_path else None,
+            "images_read": dict(images_read),
+            "images_total": sum(images_read.values()),
+            "frame_sets": frontend.frame_sets,
+            "keyframes": engine.keyframe_count,
+            "images_in_keyframes": engine.images_in_keyframes,
+            "images_not_keyframe": engine.images_not_keyframe,
+            "images_dropped": drops.as_dict(),
+            "drop_messages": dict(drops.last_message),
+            "camera_info_errors": dict(info_errors),
+            "missing_topics": missing,
+            "bag_truncated": reader.truncated,
+            "bag_errors": reader.errors,
+            "map_points": len(engine.map),
+            "seconds_per_stage": {k: round(v, 3) for k, v in engine.timer.total.items()},
+            "seconds_total": round(time.perf_counter() - t_start, 3),
+        }
+        summary["accounted"] = (
+            summary["images_in_keyframes"] + summary["images_not_keyframe"] + drops.total()
+            == summary["images_total"]
+        )
+    if summary_path:
+        Path(summary_path).write_text(json.dumps(summary, indent=2))
+    return BagRunResult(summary, kept, kept_clouds, engine)

@@ -1,0 +1,92 @@
+"""What recon_ros publishes, as (topic, message) pairs — shared by the node and the bag tool.
+
+Topics (prefix ``topics.output_prefix``, default ``/recon``):
+  cloud                       PointCloud2 per keyframe and camera, in the camera optical frame
+  map                         PointCloud2 of the fused map, map frame (reliable, transient_local)
+  depth/<cam>/image           32FC1 metres, NaN = invalid
+  depth/<cam>/confidence      32FC1 in [0, 1]
+  depth/<cam>/camera_info     CameraInfo at the depth resolution
+  keyframe_depth              recon_ros/KeyframeDepth per keyframe and camera
+  path                        nav_msgs/Path of keyframe base poses in the map frame
+  /tf                         map->odom (tf_mode map_odom) or map-><cam optical> (tf_mode map_camera)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from recon_ros.config import ReconConfig
+from recon_ros.io.messages import (
+    MessageKit,
+    make_camera_info,
+    make_keyframe_depth,
+    make_path,
+    make_pointcloud2,
+    make_tf_message,
+    make_transform_stamped,
+    numpy_to_image,
+)
+from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput
+
+
+def output_topics(cfg: ReconConfig) -> dict[str, str]:
+    """Every topic recon_ros publishes (besides /tf, ~/status, /diagnostics) and its type."""
+    topics = {
+        cfg.output_topic("cloud"): "sensor_msgs/msg/PointCloud2",
+        cfg.output_topic("map"): "sensor_msgs/msg/PointCloud2",
+        cfg.output_topic("keyframe_depth"): "recon_ros/msg/KeyframeDepth",
+        cfg.output_topic("path"): "nav_msgs/msg/Path",
+    }
+    for cam in cfg.cameras:
+        topics[cfg.output_topic("depth", cam, "image")] = "sensor_msgs/msg/Image"
+        topics[cfg.output_topic("depth", cam, "confidence")] = "sensor_msgs/msg/Image"
+        topics[cfg.output_topic("depth", cam, "camera_info")] = "sensor_msgs/msg/CameraInfo"
+    return topics
+
+
+def keyframe_messages(kit: MessageKit, cfg: ReconConfig, out: KeyframeOutput,
+                      path: list[tuple[int, np.ndarray]] | None = None) -> list[tuple[str, Any]]:
+    """Messages for one processed keyframe, all stamped with the source image stamps."""
+    msgs: list[tuple[str, Any]] = cloud_messages(kit, cfg, out.clouds)
+    for v in out.views:
+        h, w = v.depth.shape
+        msgs.append((cfg.output_topic("depth", v.camera, "image"), numpy_to_image(kit, v.depth, "32FC1", v.stamp_ns, v.frame_id)))
+        msgs.append((cfg.output_topic("depth", v.camera, "confidence"),
+                     numpy_to_image(kit, v.confidence, "32FC1", v.stamp_ns, v.frame_id)))
+        msgs.append((cfg.output_topic("depth", v.camera, "camera_info"),
+                     make_camera_info(kit, v.K, w, h, v.stamp_ns, v.frame_id)))
+        msgs.append((cfg.output_topic("keyframe_depth"), make_keyframe_depth(
+            kit, keyframe_id=out.keyframe_id, camera=v.camera, depth=v.depth, confidence=v.confidence,
+            K=v.K, T_map_cam=v.T_map_cam, stamp_ns=v.stamp_ns, frame_id=v.frame_id)))
+    tf = tf_messages(kit, cfg, out)
+    if tf is not None:
+        msgs.append(("/tf", tf))
+    if path:
+        msgs.append((cfg.output_topic("path"), make_path(kit, path, out.stamp_ns, cfg.frames.map)))
+    return msgs
+
+
+def cloud_messages(kit: MessageKit, cfg: ReconConfig, clouds: list[CloudOutput]) -> list[tuple[str, Any]]:
+    """Per-keyframe clouds (in each camera's optical frame, stamped with that image's stamp)."""
+    return [
+        (cfg.output_topic("cloud"), make_pointcloud2(kit, c.points_cam, c.colors, c.stamp_ns, c.frame_id))
+        for c in clouds
+    ]
+
+
+def tf_messages(kit: MessageKit, cfg: ReconConfig, out: KeyframeOutput) -> Any | None:
+    """One TFMessage per REP-105: a single publisher per transform, stamped with the image stamp."""
+    mode = cfg.frames.tf_mode
+    if mode == "map_odom" and out.T_odom_base is not None:
+        return make_tf_message(kit, [make_transform_stamped(kit, out.T_map_odom, out.stamp_ns, cfg.frames.map,
+                                                            cfg.frames.odom)])
+    if mode == "map_camera" or (mode == "map_odom" and out.T_odom_base is None):
+        return make_tf_message(kit, [make_transform_stamped(kit, v.T_map_cam, v.stamp_ns, cfg.frames.map, v.frame_id)
+                                     for v in out.views])
+    return None
+
+
+def map_message(kit: MessageKit, cfg: ReconConfig, points: np.ndarray, colors: np.ndarray, stamp_ns: int) -> Any:
+    return make_pointcloud2(kit, points, colors, stamp_ns, cfg.frames.map)
