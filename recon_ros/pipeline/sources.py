@@ -68,7 +68,7 @@ class TfPoseSource:
 def build_pose_source(cfg: ReconConfig, device: str = "cpu") -> PoseSource:
     if cfg.pose.source == "tf":
         return TfPoseSource()
-    from recon_ros.pipeline.learned_sources import build_learned_pose_source
+    from recon_ros.pipeline.learned_pose import build_learned_pose_source
 
     return build_learned_pose_source(cfg, device)
 
@@ -78,6 +78,6 @@ def build_depth_source(cfg: ReconConfig, device: str = "cpu") -> DepthSource:
         from recon_ros.pipeline.planesweep import PlaneSweepDepth
 
         return PlaneSweepDepth(cfg.depth, device, cfg.fusion.confidence_threshold)
-    from recon_ros.pipeline.learned_sources import build_learned_depth_source
+    from recon_ros.pipeline.learned_depth import build_learned_depth_source
 
     return build_learned_depth_source(cfg, device)
