@@ -105,7 +105,7 @@ class FusionConfig:
     )
     max_views: int = _f(8, "Other views tested for consistency per reference view.")
     delay_keyframes: int = _f(
-        1, "Fuse a keyframe once this many newer keyframes have depth (checks both sides; adds latency)."
+        2, "Fuse a keyframe once this many newer keyframes have depth (checks both sides; adds latency)."
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Iterator
@@ -56,10 +57,9 @@ class BagReader:
         self.close()
 
     def close(self) -> None:
-        try:
+        # Closing a damaged bag must not hide the original error.
+        with contextlib.suppress(Exception):
             self._reader.close()
-        except Exception:  # closing a damaged bag must not hide the original error
-            pass
 
     @property
     def topics(self) -> dict[str, str]:

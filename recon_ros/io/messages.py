@@ -103,7 +103,8 @@ def stamp_to_ns(stamp: Any) -> int:
 
 
 def make_time(kit: MessageKit, stamp_ns: int) -> Any:
-    return kit.cls("builtin_interfaces/msg/Time")(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return kit.cls("builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
 
 
 def make_header(kit: MessageKit, stamp_ns: int, frame_id: str) -> Any:

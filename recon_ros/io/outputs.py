@@ -52,7 +52,8 @@ def keyframe_messages(kit: MessageKit, cfg: ReconConfig, out: KeyframeOutput,
     msgs: list[tuple[str, Any]] = cloud_messages(kit, cfg, out.clouds)
     for v in out.views:
         h, w = v.depth.shape
-        msgs.append((cfg.output_topic("depth", v.camera, "image"), numpy_to_image(kit, v.depth, "32FC1", v.stamp_ns, v.frame_id)))
+        msgs.append((cfg.output_topic("depth", v.camera, "image"),
+                     numpy_to_image(kit, v.depth, "32FC1", v.stamp_ns, v.frame_id)))
         msgs.append((cfg.output_topic("depth", v.camera, "confidence"),
                      numpy_to_image(kit, v.confidence, "32FC1", v.stamp_ns, v.frame_id)))
         msgs.append((cfg.output_topic("depth", v.camera, "camera_info"),

@@ -100,7 +100,8 @@ class FrontEnd:
         completed = self.sync.add(image)
         for reason, n in self.drops.counts.items():
             if n > before.get(reason, 0):
-                self.warn(f"{topic}:{reason}", f"{topic} @ {stamp_ns / NS:.3f} s: {self.drops.last_message.get(reason, reason)}")
+                detail = self.drops.last_message.get(reason, reason)
+                self.warn(f"{topic}:{reason}", f"{topic} @ {stamp_ns / NS:.3f} s dropped ({reason}): {detail}")
         self.waiting_for_tf.extend(completed)
         return self._attach_tf(newest_ns=self.sync.newest_ns or stamp_ns)
 

@@ -84,7 +84,8 @@ class Synchronizer:
             if abs(p.anchor_ns - stamp) <= self.slop_ns:
                 if image.camera in p.images:
                     if p.images[image.camera].stamp_ns == stamp:
-                        self.drops.add("duplicate_stamp", message=f"{image.camera}: stamp {stamp * 1e-9:.3f} s repeated")
+                        self.drops.add("duplicate_stamp",
+                                       message=f"{image.camera}: stamp {stamp * 1e-9:.3f} s repeated")
                         return []
                     continue
                 target = p

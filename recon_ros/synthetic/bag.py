@@ -51,7 +51,8 @@ def write_sequence_bag(
             for cam in seq.rig.names:
                 bag.write(f"/{cam}/camera_info", make_camera_info(kit, seq.K, w, h, t, frames[cam]), t)
                 if compressed:
-                    bag.write(f"/{cam}/image_raw/compressed", rgb_to_compressed(kit, frame.images[cam], t, frames[cam]), t)
+                    msg = rgb_to_compressed(kit, frame.images[cam], t, frames[cam])
+                    bag.write(f"/{cam}/image_raw/compressed", msg, t)
                 else:
                     bag.write(f"/{cam}/image_raw", numpy_to_image(kit, frame.images[cam], "rgb8", t, frames[cam]), t)
         return dict(bag.counts)
