@@ -13,7 +13,6 @@ import numpy as np
 
 from recon_ros.geometry.se3 import invert, make_transform
 
-
 UP = np.array([0.0, 0.0, 1.0])
 
 

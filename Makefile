@@ -1,0 +1,45 @@
+# recon_ros — developer entry points. `make demo` and `make test` install everything they need.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := libusb-1.0-0 libgl1 libgomp1
+DEMO_OUT ?= demo_out
+
+.PHONY: all install system-deps demo test lint bench clean
+
+all: test
+
+# open3d needs libusb and libGL even headless; install them when missing (root or sudo).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+$(STAMP): setup.py pyproject.toml | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip "setuptools<80" wheel
+	# torch is pinned to the CPU build for development; see README for CUDA/Jetson installs.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: system-deps $(STAMP)
+
+demo: install
+	$(VENV)/bin/recon-ros demo --out $(DEMO_OUT)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(VENV)/bin/recon-ros bench --quick
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build install log *.egg-info .pytest_cache
