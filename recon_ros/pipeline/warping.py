@@ -8,7 +8,11 @@ import torch.nn.functional as F
 
 
 def as_tensor(a: np.ndarray, device: str | torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+    # A copy when the array is read-only (decoded message buffers): torch must not alias it.
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:
+        a = a.copy()
+    return torch.as_tensor(a, dtype=dtype, device=device)
 
 
 def pixel_rays(K: torch.Tensor, height: int, width: int) -> torch.Tensor:
