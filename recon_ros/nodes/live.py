@@ -1,0 +1,271 @@
+"""What the live node does between "a message arrived" and "publish these messages" — without rclpy.
+
+``recon_node.py`` only wires ROS entities to this class, so the callbacks' work (decode, FrontEnd,
+worker, building output messages) is testable and benchmarkable on a machine without ROS: the
+benchmark feeds it rosbags messages through ``MessageKit.for_rosbags()``, the node feeds it rclpy
+messages through ``MessageKit.for_rclpy()``. Messages come out as ``(topic, message)`` pairs,
+exactly those of the bag tool (``recon_ros.io.outputs``); topic ``/tf`` goes to a TF broadcaster.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recon_ros.config import ReconConfig, iter_fields
+from recon_ros.io.messages import (
+    BadMessage,
+    MessageKit,
+    camera_info_to_K,
+    compressed_to_rgb,
+    image_to_rgb,
+    make_diagnostics,
+    make_recon_status,
+    stamp_to_ns,
+)
+from recon_ros.io.outputs import cloud_messages, keyframe_messages, map_message
+from recon_ros.pipeline.engine import KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.frames import FrameSet
+from recon_ros.pipeline.frontend import FrontEnd
+from recon_ros.pipeline.tf_buffer import TransformLookup
+from recon_ros.pipeline.worker import InferenceWorker, LockedDropCounter
+
+LOG = logging.getLogger("recon_ros")
+Publish = Callable[[str, Any], None]
+DIAG_OK, DIAG_WARN, DIAG_ERROR = 0, 1, 2
+
+
+# ---- parameters ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter declared from the config schema."""
+
+    name: str
+    default: Any
+    kind: str  # bool | integer | double | string | string_array | dynamic_array
+    description: str
+    choices: tuple[str, ...] | None = None
+
+
+_KINDS = {bool: "bool", int: "integer", float: "double", str: "string"}
+
+
+def parameter_specs(cfg: ReconConfig | None = None) -> list[ParamSpec]:
+    """Every field of the schema as a ROS parameter declaration.
+
+    Lists are string arrays. An EMPTY list default can't be declared as a typed array in rclpy
+    (``Parameter.Type.from_parameter_value([])`` says BYTE_ARRAY on Humble), and such lists hold
+    numbers (e.g. ``fusion.stage_confidence_thresholds``), so those are declared with dynamic typing.
+    """
+    specs = []
+    for name, value, meta in iter_fields(cfg or ReconConfig()):
+        choices = meta.get("choices")
+        help_text = meta.get("help", "")
+        if choices:
+            help_text += f" One of: {', '.join(choices)}."
+        if isinstance(value, list):
+            kind = "string_array" if value else "dynamic_array"
+            default = [str(v) for v in value]
+        else:
+            kind, default = _KINDS[type(value)], value
+        specs.append(ParamSpec(name, default, kind, help_text, choices))
+    return specs
+
+
+def parameter_values_to_dict(values: dict[str, Any]) -> dict[str, Any]:
+    """ROS parameter values (arrays may be array.array) -> plain values for ``config.from_dict``."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue  # declared without a value (dynamic array never set): keep the schema default
+        out[name] = list(value) if not isinstance(value, (str, bytes, bool, int, float)) else value
+    return out
+
+
+def decode_image(msg: Any, compressed: bool) -> Any:
+    """RGB uint8 array of an Image or CompressedImage; raises BadMessage."""
+    return compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+
+
+# ---- the live pipeline --------------------------------------------------------------------------
+class LiveRecon:
+    """FrontEnd + InferenceWorker + ReconstructionEngine, driven by message callbacks.
+
+    Threads: ``on_image``/``on_camera_info``/``reset`` are called from ONE callback thread at a time
+    (the node puts them in a mutually exclusive callback group: the FrontEnd is not thread-safe);
+    the engine runs on the worker thread, which also calls ``publish`` for keyframe outputs.
+    """
+
+    def __init__(
+        self,
+        cfg: ReconConfig,
+        kit: MessageKit,
+        tf: TransformLookup,
+        publish: Publish,
+        *,
+        engine: ReconstructionEngine | None = None,
+        warn: Callable[[str], None] | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ):
+        self.cfg = cfg
+        self.kit = kit
+        self.publish = publish
+        self.drops = LockedDropCounter()
+        self.frontend = FrontEnd(cfg, tf, self.drops, warn)
+        self.engine = engine or ReconstructionEngine(cfg, drops=self.drops)
+        self.engine.drops = self.drops
+        self.worker = InferenceWorker(self.engine.process, cfg.runtime.queue_size, self.drops,
+                                      on_result=self._on_keyframe, clock_ns=clock_ns)
+        self.info_errors: Counter[str] = Counter()
+        self.latest_stamp_ns = 0  # newest image stamp seen: stamps status/diagnostics (never now())
+        self._last_drops: dict[str, int] = {}
+        self._last_failed = 0
+
+    # ---- callbacks ------------------------------------------------------------------------------
+    def on_camera_info(self, camera: str, msg: Any) -> None:
+        try:
+            K, w, h = camera_info_to_K(msg)
+        except BadMessage as exc:
+            self.info_errors[camera] += 1
+            topic = self.cfg.camera_info_topic(camera)
+            self.frontend.warn(f"{topic}:info", f"{topic} ignored ({exc.reason}): {exc}")
+            return
+        self.frontend.set_camera_info(camera, K, w, h)
+
+    def on_image(self, camera: str, msg: Any) -> int:
+        """Decode, synchronise, attach TF, queue complete frame sets; returns how many were queued."""
+        stamp = stamp_to_ns(msg.header.stamp)
+        self.latest_stamp_ns = max(self.latest_stamp_ns, stamp)
+        try:
+            rgb = decode_image(msg, self.cfg.topics.compressed)
+        except BadMessage as exc:
+            self.frontend.reject_image(camera, stamp, exc.reason, str(exc))
+            return 0
+        return self._submit(self.frontend.add_image(camera, stamp, rgb))
+
+    def _submit(self, framesets: list[FrameSet]) -> int:
+        for fs in framesets:
+            self.worker.submit(fs)
+        return len(framesets)
+
+    # ---- outputs (worker thread) ----------------------------------------------------------------
+    def _on_keyframe(self, fs: FrameSet, out: KeyframeOutput) -> None:
+        for topic, msg in keyframe_messages(self.kit, self.cfg, out, list(self.engine.path)):
+            self.publish(topic, msg)
+        pts, cols = self.engine.map.arrays()
+        self.publish(self.cfg.output_topic("map"), map_message(self.kit, self.cfg, pts, cols, out.stamp_ns))
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Emit what is pending: incomplete frame sets, queued work, then the keyframes awaiting fusion.
+
+        Called on deactivate so a stopped recording still yields its last keyframes' clouds.
+        """
+        self._submit(self.frontend.flush())
+        idle = self.worker.wait_idle(timeout)
+        with self.worker.exclusive():
+            final = self.engine.flush()
+            if final:
+                stamp = max(c.stamp_ns for c in final)
+                for topic, msg in cloud_messages(self.kit, self.cfg, final):
+                    self.publish(topic, msg)
+                pts, cols = self.engine.map.arrays()
+                self.publish(self.cfg.output_topic("map"), map_message(self.kit, self.cfg, pts, cols, stamp))
+        return idle
+
+    # ---- services -------------------------------------------------------------------------------
+    def reset(self) -> str:
+        with self.worker.exclusive():
+            self.engine.reset()
+        return "map, keyframes and path cleared"
+
+    def save_map(self, path: str) -> tuple[int, Path]:
+        target = Path(path or f"~/.ros/recon_ros/map_{self.latest_stamp_ns}.ply").expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self.worker.exclusive():
+            n = self.engine.map.save_ply(str(target))
+        return n, target
+
+    def close(self) -> None:
+        self.worker.stop()
+
+    # ---- status ---------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        s = self.engine.status()
+        w = self.worker.stats()
+        s["images_received"] = sum(self.frontend.images_received.values())
+        s["frame_sets"] = self.frontend.frame_sets
+        s["dropped"] = self.drops.as_dict()
+        latency = w["latency_ms_last"]
+        if not math.isnan(latency):
+            s["stage_latency_ms"] = {**s.get("stage_latency_ms", {}), "stamp_to_output": latency}
+        s["worker"] = w
+        return s
+
+    def status_messages(self) -> list[tuple[str, Any]]:
+        """``~/status`` and ``/diagnostics`` messages, stamped with the newest image stamp."""
+        s = self.status()
+        stamp = self.latest_stamp_ns
+        w = s["worker"]
+        drops = s["dropped"]
+        new_drops = {k: v - self._last_drops.get(k, 0) for k, v in drops.items() if v > self._last_drops.get(k, 0)}
+        level, message = DIAG_OK, "running"
+        if w["failed"] > self._last_failed or not self.worker.alive:
+            level, message = DIAG_ERROR, "inference failed (see log)" if self.worker.alive else "worker thread died"
+        elif new_drops:
+            level = DIAG_WARN
+            message = "dropping input: " + ", ".join(f"{k} +{v}" for k, v in sorted(new_drops.items()))
+        elif s["images_received"] == 0:
+            level, message = DIAG_WARN, "no images received yet on " + ", ".join(
+                self.cfg.image_topic(c) for c in self.cfg.cameras)
+        self._last_drops, self._last_failed = dict(drops), w["failed"]
+        values = {
+            "images_received": s["images_received"],
+            "frame_sets": s["frame_sets"],
+            "keyframes": s["keyframes"],
+            "map_points": s["map_points"],
+            "queue_pending": w["pending"],
+            "latency_ms_p50": round(w["latency_ms_p50"], 1),
+            "latency_ms_max": round(w["latency_ms_max"], 1),
+            "process_ms_mean": round(w["process_ms_mean"], 1),
+            **{f"dropped.{k}": v for k, v in drops.items()},
+        }
+        return [
+            ("~/status", make_recon_status(self.kit, s, stamp, self.cfg.frames.map)),
+            ("/diagnostics", make_diagnostics(self.kit, "recon_ros: reconstruction", "recon_ros", level, message,
+                                              values, stamp)),
+        ]
+
+
+class Tf2Lookup:
+    """:class:`TransformLookup` over a ``tf2_ros.Buffer``; tf2 errors become drop-accounting reasons.
+
+    rclpy/tf2 pieces are passed in so this stays testable without ROS: ``to_time`` turns
+    nanoseconds into an ``rclpy.time.Time``; the exception classes are tf2_ros's. The lookup never
+    blocks (timeout 0): the FrontEnd retries frame sets whose transform is not there *yet*.
+    """
+
+    def __init__(self, buffer: Any, to_time: Callable[[int], Any], extrapolation_exc: type[Exception],
+                 transform_exc: type[Exception]):
+        self.buffer = buffer
+        self.to_time = to_time
+        self.extrapolation_exc = extrapolation_exc
+        self.transform_exc = transform_exc
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> Any:
+        from recon_ros.io.messages import transform_to_matrix
+        from recon_ros.pipeline.tf_buffer import TransformUnavailable
+
+        what = f"{target} <- {source} at {stamp_ns * 1e-9:.3f} s"
+        try:
+            t = self.buffer.lookup_transform(target, source, self.to_time(stamp_ns))
+        except self.extrapolation_exc as exc:  # subclass of TransformException: test it first
+            raise TransformUnavailable("tf_extrapolation", f"{what}: {exc}") from None
+        except self.transform_exc as exc:
+            raise TransformUnavailable("tf_missing", f"{what}: {exc}") from None
+        return transform_to_matrix(t.transform)

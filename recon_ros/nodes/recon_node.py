@@ -1,0 +1,247 @@
+"""recon_node: the live front end of recon_ros, a ROS 2 lifecycle node. Thin glue only.
+
+  unconfigured --configure--> inactive: parameters -> ReconConfig, engine + worker built (models
+                              loaded), publishers, services, TF listener/broadcaster, status timer
+  inactive --activate--> active:        camera subscriptions created; frames flow
+  active --deactivate--> inactive:      subscriptions removed, pending work drained and published
+  inactive --cleanup--> unconfigured:   everything above released (change parameters, configure again)
+
+All work between "message in" and "messages out" lives in ``recon_ros.nodes.live.LiveRecon``
+(ROS-free, shared with the benchmark); outputs are the bag tool's (``recon_ros.io.outputs``).
+Importing this module never needs rclpy; building the node or calling ``main()`` without it raises
+an ImportError that says to source ROS 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recon_ros.config import ConfigError, ReconConfig, from_dict
+from recon_ros.io.outputs import output_topics
+from recon_ros.nodes.live import LiveRecon, Tf2Lookup, parameter_specs, parameter_values_to_dict
+
+RCLPY_HINT = (
+    "rclpy is required to run the recon_ros node, but it cannot be imported ({error}). Source ROS 2 "
+    "first: `source /opt/ros/<distro>/setup.bash` (humble or jazzy) and then your workspace's "
+    "`install/setup.bash`; rclpy is not on PyPI. Without ROS, use `recon-ros bag IN OUT` on recorded bags."
+)
+
+try:
+    import rclpy
+    import tf2_ros
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.lifecycle import Node as LifecycleNode
+    from rclpy.lifecycle import State, TransitionCallbackReturn
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.time import Time
+
+    from recon_ros.io.messages import MessageKit
+
+    _IMPORT_ERROR: ImportError | None = None
+except ImportError as _exc:  # no ROS sourced: the module stays importable (docs, tests, entry points)
+    _IMPORT_ERROR = _exc
+    LifecycleNode = object  # type: ignore[assignment,misc]
+
+
+def require_rclpy() -> None:
+    if _IMPORT_ERROR is not None:
+        raise ImportError(RCLPY_HINT.format(error=_IMPORT_ERROR)) from _IMPORT_ERROR
+
+
+def _qos(reliability: str, depth: int, latched: bool = False) -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort" else ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )
+
+
+class ReconNode(LifecycleNode):
+    def __init__(self, node_name: str = "recon", **kwargs: Any):
+        require_rclpy()
+        super().__init__(node_name, **kwargs)
+        # Declared once from the schema, read on every configure (change them while unconfigured).
+        self._specs = parameter_specs()
+        for spec in self._specs:
+            desc = ParameterDescriptor(description=spec.description, dynamic_typing=spec.kind == "dynamic_array")
+            self.declare_parameter(spec.name, None if desc.dynamic_typing else spec.default, desc)
+        # Images, camera info and services share one exclusive group: the FrontEnd is single-threaded.
+        self._inputs = MutuallyExclusiveCallbackGroup()
+        self._timers = MutuallyExclusiveCallbackGroup()
+        self._live: LiveRecon | None = None
+        self._active = False
+        self._pubs: dict[str, Any] = {}
+        self._subs: list[Any] = []
+        self._services: list[Any] = []
+        self._timer: Any = None
+        self._tf_listener: Any = None
+        self._tf_broadcaster: Any = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            cfg = from_dict(parameter_values_to_dict({s.name: self.get_parameter(s.name).value for s in self._specs}))
+        except ConfigError as exc:
+            self.get_logger().error(f"invalid parameters: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.cfg = cfg
+        try:
+            self._create_entities(cfg)
+        except Exception as exc:  # missing checkpoint, bad device, messages not built...: stay unconfigured
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self._timer = self.create_timer(1.0, self._on_status_timer, callback_group=self._timers)
+        self.get_logger().info(
+            f"configured: {len(cfg.cameras)} cameras {cfg.cameras}, pose={cfg.pose.source}, depth={cfg.depth.source}, "
+            f"backend={cfg.runtime.backend}, outputs under {cfg.output_topic('')}")
+        return super().on_configure(state)
+
+    def _create_entities(self, cfg: ReconConfig) -> None:
+        from std_srvs.srv import Trigger
+
+        from recon_ros.srv import SaveMap  # generated by colcon (rosidl); absent in a pip-only install
+
+        kit = MessageKit.for_rclpy()
+        out_qos = _qos(cfg.qos.clouds, cfg.qos.depth_queue)
+        latched = _qos("reliable", 1, latched=True)  # the map and path: late joiners (RViz) get the latest
+        for topic, type_name in output_topics(cfg).items():
+            qos = latched if topic in (cfg.output_topic("map"), cfg.output_topic("path")) else out_qos
+            self._pubs[topic] = self.create_lifecycle_publisher(kit.cls(type_name), topic, qos)
+        self._pubs["~/status"] = self.create_lifecycle_publisher(kit.cls("recon_ros/msg/ReconStatus"), "~/status", 10)
+        self._pubs["/diagnostics"] = self.create_lifecycle_publisher(
+            kit.cls("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics", 10)
+        # Exactly one publisher per transform (REP-105): recon_ros broadcasts only what tf_mode names.
+        if cfg.frames.tf_mode != "none":
+            self._tf_broadcaster = tf2_ros.TransformBroadcaster(self)
+        self._tf_buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+        tf = Tf2Lookup(self._tf_buffer, lambda ns: Time(nanoseconds=ns),
+                       tf2_ros.ExtrapolationException, tf2_ros.TransformException)
+        self._live = LiveRecon(cfg, kit, tf, self._publish, warn=self.get_logger().warning,
+                               clock_ns=lambda: self.get_clock().now().nanoseconds)
+        self._services = [
+            self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._inputs),
+            self.create_service(SaveMap, "~/save_map", self._on_save_map, callback_group=self._inputs),
+        ]
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        cfg, live = self.cfg, self._live
+        image_type = CompressedImage if cfg.topics.compressed else Image
+        qos = _qos(cfg.qos.images, 5)  # sensor-data QoS by default (best effort, keep last 5)
+        for cam in cfg.cameras:
+            self._subs.append(self.create_subscription(
+                image_type, cfg.image_topic(cam), lambda msg, c=cam: live.on_image(c, msg), qos,
+                callback_group=self._inputs))
+            self._subs.append(self.create_subscription(
+                CameraInfo, cfg.camera_info_topic(cam), lambda msg, c=cam: live.on_camera_info(c, msg), qos,
+                callback_group=self._inputs))
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._active = False
+        self._drop_subscriptions()
+        if self._live is not None and not self._live.drain(timeout=10.0):
+            self.get_logger().warning("deactivate: inference still busy after 10 s; pending output may be lost")
+        return super().on_deactivate(state)  # publishers go inactive after the drained output is out
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._active = False
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error in state {state.label}; releasing resources")
+        self._active = False
+        self._release()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+
+    # ---- glue -----------------------------------------------------------------------------------
+    def _publish(self, topic: str, msg: Any) -> None:
+        """Called by LiveRecon (worker thread for keyframes); rclpy publishers are thread-safe."""
+        if topic == "/tf":
+            if self._tf_broadcaster is not None:
+                self._tf_broadcaster.sendTransform(list(msg.transforms))
+        else:
+            self._pubs[topic].publish(msg)
+
+    def _on_status_timer(self) -> None:
+        if self._active and self._live is not None:
+            for topic, msg in self._live.status_messages():
+                self._publish(topic, msg)
+
+    def _on_reset(self, request: Any, response: Any) -> Any:
+        if self._live is None:
+            response.success, response.message = False, "node is not configured"
+            return response
+        response.success, response.message = True, self._live.reset()
+        return response
+
+    def _on_save_map(self, request: Any, response: Any) -> Any:
+        if self._live is None:
+            response.success, response.message = False, "node is not configured"
+            return response
+        try:
+            n, path = self._live.save_map(request.path)
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, f"cannot save map: {exc}"
+            return response
+        response.success, response.points, response.path = True, n, str(path)
+        response.message = f"saved {n} points to {path}"
+        return response
+
+    def _drop_subscriptions(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+
+    def _release(self) -> None:
+        """Undo on_configure (and on_activate); safe to call in any state."""
+        self._drop_subscriptions()
+        if self._live is not None:
+            self._live.close()
+            self._live = None
+        for srv in self._services:
+            self.destroy_service(srv)
+        self._services = []
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
+            self._tf_listener = None
+        if self._tf_broadcaster is not None:
+            self.destroy_publisher(self._tf_broadcaster.pub_tf)
+            self._tf_broadcaster = None
+
+
+def main(args: list[str] | None = None) -> None:
+    require_rclpy()
+    rclpy.init(args=args)
+    node = ReconNode()
+    executor = MultiThreadedExecutor()  # inputs, status timer and the TF listener run concurrently
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._release()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+__all__ = ["RCLPY_HINT", "ReconNode", "main", "require_rclpy"]
