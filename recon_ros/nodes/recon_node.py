@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """recon_node: the live front end of recon_ros, a ROS 2 lifecycle node. Thin glue only.
 
   unconfigured --configure--> inactive: parameters -> ReconConfig, engine + worker built (models
@@ -245,3 +246,7 @@ def main(args: list[str] | None = None) -> None:
 
 
 __all__ = ["RCLPY_HINT", "ReconNode", "main", "require_rclpy"]
+
+
+if __name__ == "__main__":  # installed as lib/recon_ros/recon_node by CMakeLists.txt
+    main()
