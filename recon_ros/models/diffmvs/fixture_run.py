@@ -20,7 +20,7 @@ from .model import DiffMVSNet
 from .recorder import DebugRecorder
 
 MODELS = ("diffmvs", "casdiffmvs")
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime")
 
 
 def resolve_fixture_dir(model: str, fixture_dir: str | Path) -> Path:
@@ -73,7 +73,8 @@ def run_fixture(model: str, fixture_dir: Path, backend: str = "torch") -> dict[s
     """Run ``model`` ("diffmvs" | "casdiffmvs") on its fixture; outputs and ``debug_*`` intermediates.
 
     ``fixture_dir`` may be the model folder itself or the folder holding ``diffmvs/`` and
-    ``casdiffmvs/``. Only backend "torch" exists so far.
+    ``casdiffmvs/``. ``backend="onnxruntime"`` exports the network to ONNX in a temporary folder and
+    runs it on the ONNX Runtime CPU provider; it returns the outputs only (no ``debug_*`` intermediates).
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
@@ -84,8 +85,24 @@ def run_fixture(model: str, fixture_dir: Path, backend: str = "torch") -> dict[s
     if manifest.get("model", model) != model:
         raise ValueError(f"{fixture}/manifest.json describes {manifest.get('model')!r}, not {model!r}")
     imgs, proj, depth_values, noise = load_fixture_inputs(fixture)
+    if backend == "onnxruntime":
+        return _run_onnxruntime(net, imgs, proj, depth_values, noise)
     with torch.inference_mode(), DebugRecorder(net) as rec:
         out = net(imgs, proj, depth_values, noise=noise)
     result = flatten_outputs(out)
     result.update({k: v.cpu().numpy() for k, v in rec.tensors.items()})
     return result
+
+
+def _run_onnxruntime(
+    net: DiffMVSNet, imgs: list[torch.Tensor], proj: dict[str, torch.Tensor], depth_values: torch.Tensor,
+    noise: list[torch.Tensor],
+) -> dict[str, np.ndarray]:
+    import tempfile
+
+    from ...runtime.runners import DiffMVSRunner  # runtime imports the models, not the other way round
+
+    with tempfile.TemporaryDirectory(prefix="diffmvs_fixture_") as tmp:
+        runner = DiffMVSRunner(net, "onnxruntime", "cpu", cache_dir=tmp, threads=1)
+        out = runner(imgs, proj, depth_values, noise)
+    return flatten_outputs(out)

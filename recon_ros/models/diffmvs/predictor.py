@@ -6,7 +6,7 @@ largest multiples of 32 not above the input size, rescale K accordingly, and res
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +26,10 @@ DTU_PHOTO_THRESHOLDS: tuple[float, float, float] = (0.3, 0.0, 0.0)
 
 #: Intrinsic scale of each ``stageN`` projection matrix (1/8, 1/4, 1/2, full resolution).
 STAGE_SCALES: dict[str, float] = {"stage1": 0.125, "stage2": 0.25, "stage3": 0.5, "stage4": 1.0}
+
+
+#: ``runner(imgs, proj_matrices, depth_values, noise) -> {"depth": [...], "photometric_confidence": [...]}``
+NetworkRunner = Callable[[list[Tensor], dict[str, Tensor], Tensor, list[Tensor]], dict[str, list[Tensor]]]
 
 
 @dataclass
@@ -98,12 +102,30 @@ def photometric_mask(confidences: Sequence[Tensor], thresholds: Sequence[float] 
 class DiffMVSPredictor:
     """Wraps a loaded :class:`DiffMVSNet` for single-reference-view inference."""
 
-    def __init__(self, model: DiffMVSNet, cfg: DiffMVSConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: DiffMVSNet,
+        cfg: DiffMVSConfig | None = None,
+        device: str | torch.device = "cpu",
+        runner: NetworkRunner | None = None,
+    ):
+        """``runner``: optional replacement for the torch forward (e.g. an ONNX Runtime / TensorRT runner
+        from :mod:`recon_ros.runtime.runners`) called as ``runner(imgs, proj, depth_values, noise_list)``;
+        the noise is then drawn here from the generator, in the network's call order."""
+        self.runner = runner
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.cfg = cfg if cfg is not None else model.cfg
         if self.cfg != model.cfg:
             raise ValueError("cfg does not match the configuration the model was built with")
+
+    def draw_noise(self, size: tuple[int, int], generator: torch.Generator | None) -> list[Tensor]:
+        """The N(0,1) maps one forward draws, in call order (same values the torch path would draw)."""
+        dev = generator.device if generator is not None else self.device
+        return [
+            torch.randn(s, generator=generator, device=dev).to(self.device)
+            for s in self.cfg.noise_shapes(1, size[0], size[1])
+        ]
 
     def prepare_inputs(
         self, images: Tensor, K: Tensor, T_cam_world: Tensor, depth_min: float, depth_max: float
@@ -147,7 +169,10 @@ class DiffMVSPredictor:
         height, width = images.shape[-2:]
         imgs, proj, depth_values, size = self.prepare_inputs(images, K, T_cam_world, depth_min, depth_max)
         with torch.inference_mode():
-            out = self.model(imgs, proj, depth_values, noise=generator)
+            if self.runner is None:
+                out = self.model(imgs, proj, depth_values, noise=generator)
+            else:
+                out = self.runner(imgs, proj, depth_values, self.draw_noise(size, generator))
             depth = out["depth"][-1].unsqueeze(1)  # [1,1,h,w]
             confs = out["photometric_confidence"]
             if size != (height, width):

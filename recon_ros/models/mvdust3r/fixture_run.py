@@ -20,6 +20,7 @@ from .network import slot_to_view
 from .preprocess import crop_image
 
 MODELS = ("mvd", "mvdp", "pose_recovery", "preprocess")
+BACKENDS = ("torch", "onnxruntime")
 _FIXTURE_MODEL_NAMES = {"mvd": "MVD", "mvdp": "MVDp"}
 #: Gaussian outputs are stored at every 5th pixel.
 _SUB = 5
@@ -63,10 +64,17 @@ def _intermediates(store: dict[str, list[torch.Tensor]]) -> dict[str, np.ndarray
 
 
 def run_network_fixture(
-    model: str, fixture_dir: Path, record: bool = False
+    model: str, fixture_dir: Path, record: bool = False, backend: str = "torch"
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Network outputs (+ path-0 poses) for the ``"mvd"`` / ``"mvdp"`` fixture, and, with ``record``,
-    the intermediate tensors named as in the fixture's ``intermediates.npz``."""
+    the intermediate tensors named as in the fixture's ``intermediates.npz``.
+
+    ``backend="onnxruntime"``: the network is exported to ONNX (all paths) in a temporary folder and
+    run on the ONNX Runtime CPU provider; only ``pts3d``/``conf`` (+ tables and poses) are returned,
+    the Gaussian heads are not part of the exported graph.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unsupported backend {backend!r} for mvdust3r fixtures; choose one of {BACKENDS}")
     manifest = json.loads((fixture_dir / "manifest.json").read_text())
     expected = _FIXTURE_MODEL_NAMES[model]
     if manifest.get("model_name") != expected:
@@ -74,6 +82,8 @@ def run_network_fixture(
     config = from_manifest(manifest)
     net = load_mvdust3r(fixture_dir / "weights.pt", config=config)
     images = torch.from_numpy(np.load(fixture_dir / "inputs.npz")["img"]).float()
+    if backend == "onnxruntime":
+        return _run_onnxruntime(net, images), {}
     store: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         if record:
@@ -93,6 +103,26 @@ def run_network_fixture(
     result["ref_view_of_path"] = np.array([row[0] for row in table], dtype=np.int64)
     result.update(_pose_arrays(result["pts3d"][0], result["conf"][0]))
     return result, _intermediates(store)
+
+
+def _run_onnxruntime(
+    net: torch.nn.Module, images: torch.Tensor, paths: list[int] | None = None
+) -> dict[str, np.ndarray]:
+    import tempfile
+
+    from ...runtime.runners import MVDust3RRunner  # runtime imports the models, not the other way round
+
+    config = net.config
+    v = images.shape[0]
+    paths = list(range(config.num_paths)) if paths is None else paths
+    with tempfile.TemporaryDirectory(prefix="mvdust3r_fixture_") as tmp:
+        out = MVDust3RRunner(net, "onnxruntime", "cpu", cache_dir=tmp, threads=1)(images.unsqueeze(0), paths)
+    result: dict[str, np.ndarray] = {"pts3d": out["pts3d"][0].numpy(), "conf": out["conf"][0].numpy()}
+    table = slot_to_view(v, config.num_paths)
+    result["slot_to_view"] = np.array(table, dtype=np.int64)
+    result["ref_view_of_path"] = np.array([row[0] for row in table], dtype=np.int64)
+    result.update(_pose_arrays(result["pts3d"][0], result["conf"][0]))
+    return result
 
 
 def _run_pose_recovery(fixture_dir: Path) -> dict[str, np.ndarray]:
@@ -116,15 +146,18 @@ def run_fixture(model: str, fixture_dir: Path, backend: str = "torch") -> dict[s
     """Outputs of our implementation on the fixture in ``fixture_dir``, under the fixture's names.
 
     ``model``: ``"mvd"``, ``"mvdp"`` (network outputs + poses of path 0), ``"pose_recovery"`` or
-    ``"preprocess"``. Only the ``"torch"`` backend exists so far.
+    ``"preprocess"``. ``backend``: ``"torch"`` or ``"onnxruntime"`` (network fixtures only; see
+    :func:`run_network_fixture`).
     """
-    if backend != "torch":
-        raise ValueError(f"unsupported backend {backend!r} for mvdust3r fixtures; only 'torch' is available")
+    if backend not in BACKENDS:
+        raise ValueError(f"unsupported backend {backend!r} for mvdust3r fixtures; choose one of {BACKENDS}")
+    if backend != "torch" and model not in _FIXTURE_MODEL_NAMES:
+        raise ValueError(f"backend {backend!r} applies to the network fixtures {sorted(_FIXTURE_MODEL_NAMES)} only")
     fixture_dir = Path(fixture_dir)
     if not fixture_dir.is_dir():
         raise FileNotFoundError(f"fixture folder not found: {fixture_dir}")
     if model in _FIXTURE_MODEL_NAMES:
-        return run_network_fixture(model, fixture_dir)[0]
+        return run_network_fixture(model, fixture_dir, backend=backend)[0]
     if model == "pose_recovery":
         return _run_pose_recovery(fixture_dir)
     if model == "preprocess":

@@ -1,0 +1,132 @@
+"""ONNX export recipes for every network recon_ros runs, in one place.
+
+Each recipe writes ``<name>.onnx`` (FP32) and, on request, ``<name>_fp16.onnx`` (mixed precision, see
+:mod:`recon_ros.runtime.fp16`) and returns an :class:`ExportedModel` describing the files. Graphs have
+static shapes: DiffMVS bakes the view count, image size, GRU iterations and DDIM steps in (noise is a
+graph input); MV-DUSt3R bakes the view count and head paths in (image size is fixed at 224 anyway).
+File names carry the shapes, so a cache directory can hold one export per configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from recon_ros.models.diffmvs import export as diffmvs_export
+from recon_ros.models.diffmvs.model import DiffMVSNet
+from recon_ros.models.mvdust3r import export as mvdust3r_export
+from recon_ros.models.mvdust3r.network import MVDust3R
+
+from .fp16 import convert_fp16
+
+
+@dataclass
+class ExportedModel:
+    name: str  # model tag with shapes, e.g. "casdiffmvs_blend_v5_512x640"
+    onnx_path: Path
+    input_names: list[str]
+    output_names: list[str]
+    input_shapes: dict[str, list[int]]
+    weights_sha256: str  # weights + baked-in settings (see config_weights_key)
+    fp16: bool = False
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["onnx_path"] = str(self.onnx_path)
+        return json.dumps(d, sort_keys=True)
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """Hash of the state_dict (names, shapes, dtypes, values): keys caches by the weights actually loaded."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def config_weights_key(net: nn.Module, config: object) -> str:
+    """Weights hash combined with the run-time settings baked into the graph (noise scale, steps...)."""
+    return hashlib.sha256(f"{weights_sha256(net)}|{config!r}".encode()).hexdigest()
+
+
+def _finish(
+    fp32_path: Path, name: str, inputs: list[str], outputs: list[str], shapes: dict[str, list[int]],
+    sha: str, fp16: bool,
+) -> ExportedModel:
+    path = fp32_path
+    if fp16:
+        path = fp32_path.with_name(fp32_path.stem + "_fp16.onnx")
+        convert_fp16(fp32_path, path)
+    exported = ExportedModel(name, path, inputs, outputs, shapes, sha, fp16)
+    path.with_suffix(".json").write_text(exported.to_json())
+    return exported
+
+
+def _cached(out_dir: Path, name: str, fp16: bool, sha: str) -> ExportedModel | None:
+    """A previous export of the same network, shapes and weights in ``out_dir``."""
+    meta = out_dir / f"{name}{'_fp16' if fp16 else ''}.json"
+    if not meta.is_file():
+        return None
+    d = json.loads(meta.read_text())
+    if d.get("weights_sha256") != sha or not Path(d["onnx_path"]).is_file():
+        return None
+    d["onnx_path"] = Path(d["onnx_path"])
+    return ExportedModel(**d)
+
+
+def diffmvs_name(net: DiffMVSNet, num_views: int, height: int, width: int) -> str:
+    return f"{net.cfg.name or net.cfg.variant}_v{num_views}_{height}x{width}"
+
+
+def export_diffmvs(
+    net: DiffMVSNet, out_dir: str | Path, num_views: int, height: int, width: int, fp16: bool = False,
+    reuse: bool = True,
+) -> ExportedModel:
+    """DiffMVS / CasDiffMVS for ``num_views`` views (reference first) at ``height x width`` (multiples of 32).
+
+    Inputs: ``images [V,3,H,W]``, ``proj_matrices [3,V,2,4,4]``, ``depth_values [1,N]``, ``noise_XXX``;
+    outputs: ``depth_XX`` (last = full resolution) and ``photometric_confidence_XX``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = diffmvs_name(net, num_views, height, width)
+    sha = config_weights_key(net, net.cfg)
+    if reuse and (hit := _cached(out_dir, name, fp16, sha)) is not None:
+        return hit
+    path = diffmvs_export.export_onnx(net, out_dir / f"{name}.onnx", num_views, height, width)
+    inputs = diffmvs_export.input_names(net, height, width)
+    example = diffmvs_export.example_inputs(net, num_views, height, width)
+    shapes = {n: list(t.shape) for n, t in zip(inputs, example)}
+    return _finish(path, name, inputs, diffmvs_export.output_names(net), shapes, sha, fp16)
+
+
+def mvdust3r_name(net: MVDust3R, num_views: int, paths: Sequence[int]) -> str:
+    return mvdust3r_export.export_name(net, num_views, paths)
+
+
+def export_mvdust3r(
+    net: MVDust3R, out_dir: str | Path, num_views: int, paths: Sequence[int] = (0,), fp16: bool = False,
+    reuse: bool = True,
+) -> ExportedModel:
+    """MV-DUSt3R(+) for ``num_views`` views: ``images [1,V,3,224,224]`` in [-1,1] ->
+    ``pts3d [1,P,V,224,224,3]``, ``conf [1,P,V,224,224]`` for the requested head ``paths``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = mvdust3r_name(net, num_views, paths)
+    sha = config_weights_key(net, net.config)
+    if reuse and (hit := _cached(out_dir, name, fp16, sha)) is not None:
+        return hit
+    path = mvdust3r_export.export_onnx(net, out_dir / f"{name}.onnx", num_views, paths)
+    h, w = net.config.img_size
+    shapes = {"images": [1, num_views, 3, h, w]}
+    return _finish(
+        path, name, list(mvdust3r_export.INPUT_NAMES), list(mvdust3r_export.OUTPUT_NAMES), shapes, sha, fp16
+    )

@@ -1,0 +1,153 @@
+"""Model runners: a loaded torch network + a backend name -> a callable with the model's own API.
+
+Runners export on first use for each input shape (ONNX files and TensorRT engines are cached on disk,
+keyed by shapes and weights) and hide the backend from the predictors.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from recon_ros.models.diffmvs import export as dx
+from recon_ros.models.diffmvs.export import DiffMVSExportWrapper
+from recon_ros.models.diffmvs.model import DiffMVSNet
+from recon_ros.models.mvdust3r.export import MVDust3RExportWrapper
+from recon_ros.models.mvdust3r.network import MVDust3R
+
+from .backends import BACKEND_NAMES, Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend, import_tensorrt
+from .engine_meta import EngineCache
+from .export import ExportedModel, export_diffmvs, export_mvdust3r
+
+LOG = logging.getLogger("recon_ros")
+DIFFMVS_STAGES = ("stage1", "stage2", "stage3")
+
+
+def _tmp_cache() -> Path:
+    return Path(tempfile.mkdtemp(prefix="recon_ros_onnx_"))
+
+
+class _ExportingRunner:
+    """Shared logic: one backend per input-shape key, created by exporting on first use."""
+
+    def __init__(
+        self, backend: str, device: str | torch.device, cache_dir: str | Path | None, fp16: bool,
+        on_stale: str = "rebuild", threads: int = 0,
+    ) -> None:
+        if backend not in BACKEND_NAMES:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKEND_NAMES}")
+        self.backend = backend
+        self.device = torch.device(device)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else _tmp_cache()
+        self.fp16 = fp16
+        self.on_stale = on_stale
+        self.threads = threads
+        self._backends: dict[tuple, Backend] = {}
+        if backend == "tensorrt":
+            import_tensorrt()  # fail at start-up, not at the first keyframe
+
+    def _make(self, exported: ExportedModel) -> Backend:
+        if self.backend == "onnxruntime":
+            return OnnxRuntimeBackend(exported.onnx_path, self.device, self.threads)
+        from .engine_builder import build_serialized, engine_meta, trt_major
+
+        trt = import_tensorrt()
+        expected = engine_meta(
+            exported.name, exported.onnx_path, exported.weights_sha256, self.fp16, exported.input_shapes
+        )
+        # TRT 10 takes FP16 from the builder flag on the FP32 graph; TRT 11 from the FP16 graph itself.
+        flag_fp16 = self.fp16 and trt_major(trt) < 11
+        path = EngineCache(self.cache_dir / "engines", self.on_stale).get(
+            expected, lambda: build_serialized(exported.onnx_path, fp16=flag_fp16)
+        )
+        return TensorRTBackend(path, self.device, cuda_graph=True)
+
+    def _onnx_fp16(self) -> bool:
+        if not self.fp16:
+            return False
+        if self.backend == "tensorrt":
+            from .engine_builder import trt_major
+
+            return trt_major(import_tensorrt()) >= 11
+        return True
+
+
+class DiffMVSRunner(_ExportingRunner):
+    """``runner(imgs, proj, depth_values, noise) -> {"depth": [...], "photometric_confidence": [...]}``,
+    the same call and result as :class:`DiffMVSNet` with explicit noise (what ``DiffMVSPredictor`` uses)."""
+
+    def __init__(
+        self, net: DiffMVSNet, backend: str = "onnxruntime", device: str | torch.device = "cpu",
+        cache_dir: str | Path | None = None, fp16: bool = False, on_stale: str = "rebuild", threads: int = 0,
+    ) -> None:
+        super().__init__(backend, device, cache_dir, fp16, on_stale, threads)
+        self.net = net.eval()
+
+    def backend_for(self, num_views: int, height: int, width: int) -> Backend:
+        key = (num_views, height, width)
+        if key not in self._backends:
+            if self.backend == "torch":
+                self._backends[key] = TorchBackend(
+                    DiffMVSExportWrapper(self.net), dx.input_names(self.net, height, width), dx.output_names(self.net)
+                )
+            else:
+                exported = export_diffmvs(
+                    self.net.cpu(), self.cache_dir / "onnx", num_views, height, width, fp16=self._onnx_fp16()
+                )
+                self.net.to(self.device)
+                self._backends[key] = self._make(exported)
+        return self._backends[key]
+
+    def __call__(
+        self, imgs: Sequence[Tensor], proj: dict[str, Tensor], depth_values: Tensor, noise: Sequence[Tensor]
+    ) -> dict[str, list[Tensor]]:
+        images = torch.cat(list(imgs))
+        num_views, _, h, w = images.shape
+        be = self.backend_for(num_views, h, w)
+        feeds = {
+            "images": images,
+            "proj_matrices": torch.cat([proj[s] for s in DIFFMVS_STAGES]),
+            "depth_values": depth_values,
+        }
+        feeds.update({f"noise_{i:03d}": n for i, n in enumerate(noise)})
+        out = be(feeds)
+        result: dict[str, list[Tensor]] = {"depth": [], "photometric_confidence": []}
+        for name in be.output_names:
+            key = "depth" if name.startswith("depth_") else "photometric_confidence"
+            result[key].append(out[name].to(self.device).float())
+        return result
+
+
+class MVDust3RRunner(_ExportingRunner):
+    """``runner(images [1,V,3,224,224], paths) -> {"pts3d": [1,P,V,H,W,3], "conf": [1,P,V,H,W]}``."""
+
+    def __init__(
+        self, net: MVDust3R, backend: str = "onnxruntime", device: str | torch.device = "cpu",
+        cache_dir: str | Path | None = None, fp16: bool = False, on_stale: str = "rebuild", threads: int = 0,
+    ) -> None:
+        super().__init__(backend, device, cache_dir, fp16, on_stale, threads)
+        self.net = net.eval()
+
+    def backend_for(self, num_views: int, paths: Sequence[int]) -> Backend:
+        key = (num_views, tuple(paths))
+        if key not in self._backends:
+            if self.backend == "torch":
+                wrapper = MVDust3RExportWrapper(self.net, paths)
+                self._backends[key] = TorchBackend(wrapper, ["images"], ["pts3d", "conf"])
+            else:
+                exported = export_mvdust3r(
+                    self.net.cpu(), self.cache_dir / "onnx", num_views, paths, fp16=self._onnx_fp16()
+                )
+                self.net.to(self.device)
+                self._backends[key] = self._make(exported)
+        return self._backends[key]
+
+    def __call__(self, images: Tensor, paths: Sequence[int] = (0,)) -> dict[str, Tensor]:
+        be = self.backend_for(images.shape[1], [int(p) for p in paths])
+        out = be({"images": images})
+        return {k: v.to(self.device).float() for k, v in out.items()}
