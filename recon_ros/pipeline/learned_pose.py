@@ -220,6 +220,7 @@ class MVDust3RPoseSource:
             raise _Fallback(f"window has {len(views)} views, {self.name} needs >= {self.min_views}")
         pred = self.predictor.predict([v.rgb for v in views], [v.K for v in views], [v.key for v in views])
 
+        # The rig is rigid and calibrated: the current frame set's extrinsics hold for older keyframes too.
         targets: list[np.ndarray | None] = []
         for k in kfs:
             for cam, v in k.views.items():
