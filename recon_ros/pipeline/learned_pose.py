@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ from recon_ros.config import ReconConfig
 from recon_ros.geometry.se3 import Sim3, make_transform, umeyama
 from recon_ros.pipeline.frames import FrameSet, Keyframe, View
 from recon_ros.pipeline.sources import PoseUpdate
+
+if TYPE_CHECKING:
+    from recon_ros.models.mvdust3r.config import MVDust3RConfig
+    from recon_ros.models.mvdust3r.network import MVDust3R
 
 LOG = logging.getLogger("recon_ros")
 
@@ -321,7 +325,9 @@ def _depth(state: Mapping[str, torch.Tensor], prefix: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def config_from_shapes(state: Mapping[str, torch.Tensor], manifest: Mapping[str, Any] | None = None):
+def config_from_shapes(
+    state: Mapping[str, torch.Tensor], manifest: Mapping[str, Any] | None = None
+) -> MVDust3RConfig:
     """Network config of a state_dict whose sizes differ from the official ones (e.g. the reduced
     parity fixtures). Widths and depths come from tensor shapes; head counts do not show in any shape,
     so they come from a fixture ``manifest`` when given, else from the official head width (64)."""
@@ -350,7 +356,7 @@ def config_from_shapes(state: Mapping[str, torch.Tensor], manifest: Mapping[str,
     )
 
 
-def load_pose_model(path: str | Path, source: str = "mvdust3r+", device: str = "cpu"):
+def load_pose_model(path: str | Path, source: str = "mvdust3r+", device: str = "cpu") -> MVDust3R:
     """Load an MV-DUSt3R(+) checkpoint for ``source``: an official ``.pth`` or a plain state_dict of
     another size (config inferred from the tensor shapes). Errors say where the weights come from."""
     from recon_ros.models.checkpoint import CheckpointError, extract_state_dict, read_checkpoint
