@@ -74,7 +74,6 @@ def test_fp16_variant_within_measured_tolerance(model: str, tmp_path) -> None:
 
 
 def test_fp16_conversion_keeps_io_types_and_blocks_tiny_constants(tmp_path) -> None:
-    import onnx
     from onnx import TensorProto, helper
 
     from recon_ros.runtime.fp16 import convert_fp16

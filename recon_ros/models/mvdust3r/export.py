@@ -55,8 +55,7 @@ class MVDust3RExportWrapper(nn.Module):
 
 
 def export_name(net: MVDust3R, num_views: int, paths: Sequence[int]) -> str:
-    cfg = net.config
-    return f"{cfg.name.lower().replace('-', '_').replace('+', 'p')}_v{num_views}_p{''.join(map(str, paths))}"
+    return f"{net.config.name}_v{num_views}_p{''.join(map(str, paths))}"
 
 
 def export_onnx(
