@@ -120,7 +120,8 @@ def _delegate(module: str, add: str, run: str, help_text: str):
             return
         p = sub.add_parser(help_text.split(":")[0], help=help_text.split(":", 1)[1].strip())
         getattr(mod, add)(p)
-        p.set_defaults(func=lambda a: int(getattr(mod, run)(a) or 0))
+        # Commands return an exit code, or a result dict (bench) meaning success.
+        p.set_defaults(func=lambda a: r if isinstance(r := getattr(mod, run)(a), int) else 0)
 
     return register
 
@@ -130,7 +131,7 @@ DELEGATED = [
               "export: export a network to ONNX"),
     _delegate("recon_ros.runtime.cli", "add_build_engine_arguments", "run_build_engine",
               "build-engine: build a TensorRT engine (with metadata header) from an ONNX file"),
-    _delegate("recon_ros.bench", "add_bench_arguments", "run_bench_cli",
+    _delegate("recon_ros.bench", "add_bench_arguments", "run_bench",
               "bench: per-stage latency, memory and FLOPs for each available backend"),
 ]
 

@@ -47,7 +47,8 @@ class FramesConfig:
     tf_mode: str = _f(
         "map_odom",
         "Transform recon_ros publishes: 'map_odom' (map->odom, needs odometry), 'map_camera' "
-        "(map-><camera optical frame>, when no odometry exists) or 'none'.",
+        "(map-><camera optical frame>, only when no TF tree connects the cameras, otherwise a frame "
+        "would get two parents) or 'none'.",
         TF_MODES,
     )
 
@@ -75,7 +76,9 @@ class PoseConfig:
     source: str = _f("tf", "Where camera poses come from: odometry+extrinsics from TF, or MV-DUSt3R(+).", POSE_SOURCES)
     checkpoint: str = _f("", "MV-DUSt3R checkpoint (.pth) for the learned pose sources.")
     window_keyframes: int = _f(2, "Keyframes per MV-DUSt3R window (views = keyframes x cameras).")
-    min_confidence: float = _f(3.0, "Pointmap confidence below which points are ignored for poses/ranges.")
+    min_confidence: float = _f(
+        3.0, "Percentile of pointmap confidence below which points are ignored for poses and depth ranges."
+    )
 
 
 @dataclass

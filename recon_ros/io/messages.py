@@ -19,8 +19,25 @@ import numpy as np
 
 from recon_ros.geometry.se3 import from_quaternion, to_quaternion
 
-MSG_DIR = Path(__file__).resolve().parent.parent.parent / "msg"
 PACKAGE = "recon_ros"
+
+
+def _msg_dir() -> Path:
+    """msg/ of the source tree (pip -e, tests), else the installed share/recon_ros/msg (colcon)."""
+    here = Path(__file__).resolve().parent.parent.parent / "msg"
+    if here.is_dir():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE)) / "msg"
+    except Exception:  # no ament index: a pip install outside ROS
+        import sys
+
+        return Path(sys.prefix) / "share" / PACKAGE / "msg"
+
+
+MSG_DIR = _msg_dir()
 
 _ARRAY_CODES = {np.uint8: "B", np.float64: "d", np.float32: "f", np.uint64: "Q", np.uint32: "I", np.int32: "i"}
 

@@ -30,7 +30,14 @@ def read_checkpoint(path: str | Path, allowed_globals: Iterable[Any] = ()) -> An
         raise CheckpointError(f"checkpoint file is empty: {path}")
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                # mmap: a training checkpoint (weights + optimizer, ~8 GB for MVDp_s1) is not read
+                # into RAM just to take its 'model' entry.
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global that is not allow-listed: the file may carry code.
         raise CheckpointError(
