@@ -10,6 +10,7 @@ from pathlib import Path
 from recon_ros.bag_tool import run_bag
 from recon_ros.config import ReconConfig, set_value
 from recon_ros.io.render import render_points, save_png
+from recon_ros.pipeline.engine import ReconstructionEngine
 from recon_ros.synthetic.bag import write_sequence_bag
 from recon_ros.synthetic.evaluate import evaluate
 from recon_ros.synthetic.sequence import SyntheticConfig, SyntheticSequence
@@ -24,6 +25,8 @@ def run_demo(out: str | Path, cfg: ReconConfig, *, cameras: int = 4, frames: int
     seq = SyntheticSequence(SyntheticConfig(seed=seed, n_cameras=cameras, n_frames=frames, width=width, height=height))
     set_value(cfg, "cameras", seq.camera_names)
     cfg.validate()
+    # Build the engine first: a missing checkpoint fails now, not after rendering the scene.
+    engine = ReconstructionEngine(cfg)
     t0 = time.perf_counter()
     bag_in, bag_out = out / "synthetic_bag", out / "recon_bag"
     write_sequence_bag(seq, bag_in, compressed=cfg.topics.compressed, progress=progress)
@@ -31,7 +34,7 @@ def run_demo(out: str | Path, cfg: ReconConfig, *, cameras: int = 4, frames: int
     t_render = time.perf_counter() - t0
 
     result = run_bag(bag_in, bag_out, cfg, summary_path=out / "summary.json", progress=progress,
-                     keep_outputs=True, overwrite=True)
+                     keep_outputs=True, overwrite=True, engine=engine)
     assert result.engine is not None
     n_ply = result.engine.map.save_ply(str(out / "map.ply"))
     pts, cols = result.engine.map.arrays()
