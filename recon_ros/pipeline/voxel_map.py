@@ -64,6 +64,11 @@ class VoxelMap:
         """Write the map as binary PLY; returns the number of points written."""
         with self._lock:
             cloud = o3d.geometry.PointCloud(self._cloud)
+        if cloud.is_empty():  # open3d refuses to write an empty cloud; an empty map is still a valid PLY
+            with open(path, "w") as f:
+                f.write("ply\nformat ascii 1.0\nelement vertex 0\nproperty double x\nproperty double y\n"
+                        "property double z\nend_header\n")
+            return 0
         if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=False):
             raise OSError(f"could not write PLY file {path}")
         return len(cloud.points)
