@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recon_ros.geometry.se3 import make_transform
 from recon_ros.io.bag import BagReader, BagWriter
 from recon_ros.io.messages import (
     BadMessage,
@@ -26,7 +27,6 @@ from recon_ros.io.messages import (
     rgb_to_compressed,
     transform_to_matrix,
 )
-from recon_ros.geometry.se3 import make_transform
 
 KIT = MessageKit.for_rosbags()
 RNG = np.random.default_rng(1)
