@@ -26,9 +26,11 @@ from recon_ros.synthetic.evaluate import evaluate
 from recon_ros.synthetic.sequence import SyntheticConfig, SyntheticSequence
 
 KIT = MessageKit.for_rosbags()
-# Small scene for CI. Thresholds are the targets; measured on this scene (seed 0):
-# see the assertion messages for the actual values.
-SMALL = SyntheticConfig(seed=0, n_cameras=4, n_frames=40, width=192, height=144)
+# Smaller than the default demo (40 frames instead of 60). Thresholds are the targets;
+# measured on this scene (seed 0): 10 keyframes, kept 50.4 %, AbsRel 0.64 %, cloud median error
+# 1.49 cm = 0.53 % of the 2.81 m median depth. Kept fraction grows with the number of keyframes
+# (each view gains neighbours on both sides), which is why the scene is not smaller still.
+SMALL = SyntheticConfig(seed=0, n_cameras=4, n_frames=40, width=320, height=240)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,8 @@ def write_faulty_bag(path: Path, compressed: bool = False) -> tuple[SyntheticSeq
         bag.write("/tf_static", make_tf_message(KIT, static), t0)
         for f in seq.frames():
             t = f.stamp_ns
-            bag.write("/tf", make_tf_message(KIT, [make_transform_stamped(KIT, f.T_odom_base, t, "odom", "base_link")]), t)
+            odom = make_transform_stamped(KIT, f.T_odom_base, t, "odom", "base_link")
+            bag.write("/tf", make_tf_message(KIT, [odom]), t)
             for cam in seq.camera_names:
                 if not (cam == "left" and f.index < 2):  # left camera_info arrives late
                     bag.write(f"/{cam}/camera_info", make_camera_info(KIT, seq.K, 64, 48, t, frames[cam]), t)
