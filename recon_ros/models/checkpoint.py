@@ -50,7 +50,9 @@ def read_checkpoint(path: str | Path, allowed_globals: Iterable[Any] = ()) -> An
         ) from None
 
 
-def extract_state_dict(obj: Any, path: str | Path, keys: tuple[str, ...] = ("model", "state_dict")) -> dict[str, torch.Tensor]:
+def extract_state_dict(
+    obj: Any, path: str | Path, keys: tuple[str, ...] = ("model", "state_dict")
+) -> dict[str, torch.Tensor]:
     """The state_dict inside a training checkpoint (``{'model': ...}``) or a plain state_dict.
 
     A ``module.`` prefix left by ``DataParallel`` is stripped.
