@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 import torch
 
+from recon_ros.geometry import camera, se3
+
 #: Confidence percentile the upstream demo uses by default.
 DEFAULT_MIN_CONF_PERCENT = 3.0
 
@@ -48,9 +50,8 @@ def focal_threshold(conf0: np.ndarray) -> float:
 
 
 def pixel_grid(h: int, w: int) -> np.ndarray:
-    """``[H, W, 2]`` float32 integer pixel coordinates ``(x, y)``."""
-    ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
-    return np.stack((xs, ys), axis=-1)
+    """``[H, W, 2]`` float32 integer pixel coordinates ``(x, y)`` (float32 as the upstream focal fit uses)."""
+    return camera.pixel_grid(w, h).astype(np.float32)
 
 
 def estimate_focal(pts3d: np.ndarray, mask: np.ndarray | None = None, iterations: int = 10) -> float:
@@ -184,5 +185,4 @@ def recover_poses(
 
 def rotation_angle_deg(r1: np.ndarray, r2: np.ndarray) -> float:
     """Angle of ``r1^T r2`` in degrees."""
-    cos = (np.trace(np.asarray(r1, dtype=np.float64).T @ np.asarray(r2, dtype=np.float64)) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    return se3.rotation_angle_deg(np.asarray(r1, dtype=np.float64).T @ np.asarray(r2, dtype=np.float64))
