@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from recon_ros.geometry import camera, se3
+from recon_ros.geometry import se3
+from recon_ros.geometry.camera import pixel_grid as pixel_centres
 
 #: Confidence percentile the upstream demo uses by default.
 DEFAULT_MIN_CONF_PERCENT = 3.0
@@ -51,7 +52,7 @@ def focal_threshold(conf0: np.ndarray) -> float:
 
 def pixel_grid(h: int, w: int) -> np.ndarray:
     """``[H, W, 2]`` float32 integer pixel coordinates ``(x, y)`` (float32 as the upstream focal fit uses)."""
-    return camera.pixel_grid(w, h).astype(np.float32)
+    return pixel_centres(w, h).astype(np.float32)
 
 
 def estimate_focal(pts3d: np.ndarray, mask: np.ndarray | None = None, iterations: int = 10) -> float:
