@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from recon_ros.config import FusionConfig
-from recon_ros.geometry.se3 import invert
+from recon_ros.geometry.camera import project
+from recon_ros.geometry.se3 import invert, transform_points
 from recon_ros.pipeline.frames import View
 from recon_ros.pipeline.warping import as_tensor, inside, project_depths, sample
 
@@ -28,6 +29,11 @@ def consistency_count(
     d_ref = as_tensor(ref.depth, device)
     K_ref = as_tensor(ref.K, device)
     count = torch.zeros((h, w), dtype=torch.int32, device=device)
+    uu, vv = torch.meshgrid(
+        torch.arange(w, dtype=torch.float32, device=device),
+        torch.arange(h, dtype=torch.float32, device=device),
+        indexing="xy",
+    )
     for src in others:
         if src.depth is None:
             continue
@@ -50,11 +56,6 @@ def consistency_count(
         zs = torch.where(z_back.abs() < 1e-8, torch.full_like(z_back, 1e-8), z_back)
         u_back, v_back = (proj[0] / zs).reshape(h, w), (proj[1] / zs).reshape(h, w)
         z_back = z_back.reshape(h, w)
-        uu, vv = torch.meshgrid(
-            torch.arange(w, dtype=torch.float32, device=device),
-            torch.arange(h, dtype=torch.float32, device=device),
-            indexing="xy",
-        )
         err_px = torch.sqrt((u_back - uu) ** 2 + (v_back - vv) ** 2)
         rel = (z_back - d_ref).abs() / d_ref.clamp_min(1e-6)
         agree = ok & (err_px < pixel_threshold) & (rel < relative_depth_threshold)
@@ -82,11 +83,8 @@ def frustum_overlap(ref: View, other: View, depth_range: tuple[float, float], gr
     total = 0
     ow, oh = other.size
     for d in depths:
-        p = T[:3, :3] @ (rays * d) + T[:3, 3:4]
-        z = p[2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = other.K[0, 0] * p[0] / z + other.K[0, 2]
-            v = other.K[1, 1] * p[1] / z + other.K[1, 2]
+        uv, z = project(transform_points(T, (rays * d).T), other.K)
+        u, v = uv[:, 0], uv[:, 1]
         seen += int(np.sum((z > 0.05) & (u >= 0) & (u <= ow - 1) & (v >= 0) & (v <= oh - 1)))
         total += z.size
     return seen / total

@@ -17,10 +17,13 @@ import numpy as np
 import torch
 
 from recon_ros.config import ReconConfig
+from recon_ros.geometry.camera import PinholeCamera
+from recon_ros.geometry.se3 import invert
 from recon_ros.models.diffmvs.checkpoint import load_diffmvs
 from recon_ros.models.diffmvs.predictor import DEFAULT_PHOTO_THRESHOLDS, DiffMVSPredictor, photometric_mask
 from recon_ros.pipeline.frames import View
 from recon_ros.pipeline.sources import DepthEstimate
+from recon_ros.pipeline.warping import as_tensor
 
 LOG = logging.getLogger("recon_ros")
 LEARNED_DEPTH_SOURCES = ("diffmvs", "casdiffmvs")
@@ -70,15 +73,14 @@ class DiffMVSDepthSource:
         h, w = ref.rgb.shape[:2]
         imgs, Ks, Ts = [], [], []
         for v in [ref, *sources]:
-            rgb, K = v.rgb, np.asarray(v.K, dtype=np.float64).copy()
+            rgb, K = v.rgb, np.asarray(v.K, dtype=np.float64)
             vh, vw = rgb.shape[:2]
             if (vh, vw) != (h, w):  # the network takes one size: bring sources to the reference's
                 rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if vw > w else cv2.INTER_LINEAR)
-                K[0] *= w / vw
-                K[1] *= h / vh
-            imgs.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0)
-            Ks.append(torch.from_numpy(K).float())
-            Ts.append(torch.from_numpy(np.linalg.inv(np.asarray(v.T_world_cam, dtype=np.float64))).float())
+                K = PinholeCamera.from_K(K, vw, vh).resized(w, h).K
+            imgs.append(as_tensor(rgb, "cpu").permute(2, 0, 1) / 255.0)
+            Ks.append(as_tensor(K, "cpu"))
+            Ts.append(as_tensor(invert(v.T_world_cam), "cpu"))
         return torch.stack(imgs), torch.stack(Ks), torch.stack(Ts)
 
     def estimate(self, ref: View, sources: list[View], depth_range: tuple[float, float]) -> DepthEstimate:
