@@ -7,9 +7,9 @@ Every field is documented in its ``metadata["help"]``; ``describe()`` prints the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,18 +283,11 @@ def _flatten_dict(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def from_dict(values: dict[str, Any], base: ReconConfig | None = None) -> ReconConfig:
     """Config from nested or dotted dict values (unknown names raise ConfigError)."""
-    cfg = dataclasses.replace(base) if base is not None else ReconConfig()
-    cfg = typing.cast(ReconConfig, _deepcopy(cfg))
+    cfg = copy.deepcopy(base) if base is not None else ReconConfig()
     for name, value in _flatten_dict(values).items():
         set_value(cfg, name, value)
     cfg.validate()
     return cfg
-
-
-def _deepcopy(cfg: ReconConfig) -> ReconConfig:
-    import copy
-
-    return copy.deepcopy(cfg)
 
 
 def yaml_parameters(path: str | Path) -> dict[str, Any]:

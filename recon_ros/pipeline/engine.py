@@ -225,10 +225,9 @@ class ReconstructionEngine:
                 view.depth, view.confidence, view.valid = est.depth, est.confidence, est.valid
                 views_out.append(self._view_output(view, srcs))
 
-        evicted = self.keyframes.add(kf)
+        # delay_keyframes < buffer_size (validated), so an evicted keyframe is always fused already.
+        self.keyframes.add(kf)
         self._unfused.append(kf.id)
-        if evicted is not None and evicted.id in self._unfused:  # cannot happen with a valid config
-            self._unfused.remove(evicted.id)
         ready = self._unfused[: max(len(self._unfused) - cfg.fusion.delay_keyframes, 0)]
         clouds = self._fuse(ready)
 
