@@ -103,7 +103,7 @@ def replay(messages: list[tuple[str, Any]], cameras: list[str], compressed: bool
 
 
 def live_decode(msg: Any, compressed: bool) -> np.ndarray:
-    from recon_ros.nodes.live import decode_image
+    from recon_ros.io.messages import decode_image
 
     return decode_image(msg, compressed)
 

@@ -22,13 +22,10 @@ from recon_ros.io.bag import BagReader, BagWriter
 from recon_ros.io.messages import (
     BadMessage,
     MessageKit,
-    camera_info_to_K,
-    compressed_to_rgb,
-    image_to_rgb,
     stamp_to_ns,
     transform_to_matrix,
 )
-from recon_ros.io.outputs import cloud_messages, keyframe_messages, map_message
+from recon_ros.io.outputs import engine_flush_messages, engine_step_messages
 from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput, ReconstructionEngine
 from recon_ros.pipeline.frames import DropCounter
 from recon_ros.pipeline.frontend import FrontEnd
@@ -43,11 +40,6 @@ class BagRunResult:
     keyframes: list[KeyframeOutput] = field(default_factory=list)
     clouds: list[CloudOutput] = field(default_factory=list)
     engine: ReconstructionEngine | None = None
-
-
-def decode_image(msg: Any, compressed: bool) -> Any:
-    """RGB array of an Image or CompressedImage; raises BadMessage."""
-    return compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
 
 
 def run_bag(
@@ -69,7 +61,6 @@ def run_bag(
     engine.drops = drops
     image_topics = {cfg.image_topic(c): c for c in cfg.cameras}
     info_topics = {cfg.camera_info_topic(c): c for c in cfg.cameras}
-    info_errors: Counter[str] = Counter()
     kept: list[KeyframeOutput] = []
     kept_clouds: list[CloudOutput] = []
     t_start = time.perf_counter()
@@ -100,11 +91,8 @@ def run_bag(
                     kept_clouds.extend(out.clouds)
                 bar.set_postfix(keyframes=engine.keyframe_count, map=len(engine.map))
                 if writer is not None:
-                    path = list(engine.path)
-                    for topic, msg in keyframe_messages(kit, cfg, out, path):
+                    for topic, msg in engine_step_messages(kit, cfg, engine, out):
                         writer.write(topic, msg, out.stamp_ns)
-                    pts, cols = engine.map.arrays()
-                    writer.write(cfg.output_topic("map"), map_message(kit, cfg, pts, cols, out.stamp_ns), out.stamp_ns)
 
         try:
             for m in reader.messages():
@@ -136,32 +124,17 @@ def run_bag(
                         tf.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_ns(t.header.stamp), T,
                                          static=topic == "/tf_static")
                 elif topic in info_topics:
-                    try:
-                        K, w, h = camera_info_to_K(msg)
-                        frontend.set_camera_info(cam, K, w, h)
-                    except BadMessage as exc:
-                        info_errors[topic] += 1
-                        frontend.warn(f"{topic}:info", f"{topic} @ {stamp_to_ns(msg.header.stamp) * 1e-9:.3f} s "
-                                                        f"ignored ({exc.reason}): {exc}")
+                    frontend.on_camera_info(cam, msg)
                 else:
-                    stamp = stamp_to_ns(msg.header.stamp)
-                    try:
-                        rgb = decode_image(msg, cfg.topics.compressed)
-                    except BadMessage as exc:
-                        frontend.reject_image(cam, stamp, exc.reason, str(exc))
-                        continue
-                    handle(frontend.add_image(cam, stamp, rgb))
+                    handle(frontend.on_image_message(cam, msg))
             handle(frontend.flush())
             final = engine.flush()
-            if final:
-                stamp = max(c.stamp_ns for c in final)
-                if keep_outputs:
-                    kept_clouds.extend(final)
-                if writer is not None:
-                    for topic, msg in cloud_messages(kit, cfg, final):
-                        writer.write(topic, msg, stamp)
-                    pts, cols = engine.map.arrays()
-                    writer.write(cfg.output_topic("map"), map_message(kit, cfg, pts, cols, stamp), stamp)
+            if keep_outputs:
+                kept_clouds.extend(final)
+            if writer is not None:
+                stamp, msgs = engine_flush_messages(kit, cfg, engine, final)
+                for topic, msg in msgs:
+                    writer.write(topic, msg, stamp)
         finally:
             bar.close()
             if writer is not None:
@@ -178,7 +151,7 @@ def run_bag(
             "images_not_keyframe": engine.images_not_keyframe,
             "images_dropped": drops.as_dict(),
             "drop_messages": dict(drops.last_message),
-            "camera_info_errors": dict(info_errors),
+            "camera_info_errors": {cfg.camera_info_topic(c): n for c, n in frontend.camera_info_errors.items()},
             "missing_topics": missing,
             "bag_truncated": reader.truncated,
             "bag_errors": reader.errors,

@@ -195,6 +195,11 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def decode_image(msg: Any, compressed: bool) -> np.ndarray:
+    """RGB uint8 array of an Image or CompressedImage; raises BadMessage."""
+    return compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+
+
 def numpy_to_image(kit: MessageKit, img: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> Any:
     """sensor_msgs/Image from an array whose dtype and channels fit ``encoding``."""
     dtype, channels = _ENCODINGS[encoding]

@@ -28,7 +28,7 @@ from recon_ros.io.messages import (
     make_transform_stamped,
     numpy_to_image,
 )
-from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput
+from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput, ReconstructionEngine
 
 
 def output_topics(cfg: ReconConfig) -> dict[str, str]:
@@ -91,3 +91,23 @@ def tf_messages(kit: MessageKit, cfg: ReconConfig, out: KeyframeOutput) -> Any |
 
 def map_message(kit: MessageKit, cfg: ReconConfig, points: np.ndarray, colors: np.ndarray, stamp_ns: int) -> Any:
     return make_pointcloud2(kit, points, colors, stamp_ns, cfg.frames.map)
+
+
+def engine_step_messages(kit: MessageKit, cfg: ReconConfig, engine: ReconstructionEngine,
+                         out: KeyframeOutput) -> list[tuple[str, Any]]:
+    """Everything published after one keyframe: its messages, the path and the updated map."""
+    msgs = keyframe_messages(kit, cfg, out, list(engine.path))
+    pts, cols = engine.map.arrays()
+    msgs.append((cfg.output_topic("map"), map_message(kit, cfg, pts, cols, out.stamp_ns)))
+    return msgs
+
+
+def engine_flush_messages(kit: MessageKit, cfg: ReconConfig, engine: ReconstructionEngine,
+                          clouds: list[CloudOutput]) -> tuple[int, list[tuple[str, Any]]]:
+    """(stamp, messages) for the clouds ``engine.flush()`` fused, plus the map; stamp = newest cloud."""
+    if not clouds:
+        return 0, []
+    stamp = max(c.stamp_ns for c in clouds)
+    pts, cols = engine.map.arrays()
+    map_msg = (cfg.output_topic("map"), map_message(kit, cfg, pts, cols, stamp))
+    return stamp, [*cloud_messages(kit, cfg, clouds), map_msg]

@@ -20,16 +20,12 @@ from typing import Any
 
 from recon_ros.config import ReconConfig, iter_fields
 from recon_ros.io.messages import (
-    BadMessage,
     MessageKit,
-    camera_info_to_K,
-    compressed_to_rgb,
-    image_to_rgb,
     make_diagnostics,
     make_recon_status,
     stamp_to_ns,
 )
-from recon_ros.io.outputs import cloud_messages, keyframe_messages, map_message
+from recon_ros.io.outputs import engine_flush_messages, engine_step_messages
 from recon_ros.pipeline.engine import KeyframeOutput, ReconstructionEngine
 from recon_ros.pipeline.frames import FrameSet
 from recon_ros.pipeline.frontend import FrontEnd
@@ -88,11 +84,6 @@ def parameter_values_to_dict(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def decode_image(msg: Any, compressed: bool) -> Any:
-    """RGB uint8 array of an Image or CompressedImage; raises BadMessage."""
-    return compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
-
-
 # ---- the live pipeline --------------------------------------------------------------------------
 class LiveRecon:
     """FrontEnd + InferenceWorker + ReconstructionEngine, driven by message callbacks.
@@ -122,32 +113,23 @@ class LiveRecon:
         self.engine.drops = self.drops
         self.worker = InferenceWorker(self.engine.process, cfg.runtime.queue_size, self.drops,
                                       on_result=self._on_keyframe, clock_ns=clock_ns)
-        self.info_errors: Counter[str] = Counter()
         self.latest_stamp_ns = 0  # newest image stamp seen: stamps status/diagnostics (never now())
         self._last_drops: dict[str, int] = {}
         self._last_failed = 0
 
     # ---- callbacks ------------------------------------------------------------------------------
     def on_camera_info(self, camera: str, msg: Any) -> None:
-        try:
-            K, w, h = camera_info_to_K(msg)
-        except BadMessage as exc:
-            self.info_errors[camera] += 1
-            topic = self.cfg.camera_info_topic(camera)
-            self.frontend.warn(f"{topic}:info", f"{topic} ignored ({exc.reason}): {exc}")
-            return
-        self.frontend.set_camera_info(camera, K, w, h)
+        self.frontend.on_camera_info(camera, msg)
+
+    @property
+    def info_errors(self) -> Counter[str]:
+        """Invalid CameraInfo messages per camera."""
+        return self.frontend.camera_info_errors
 
     def on_image(self, camera: str, msg: Any) -> int:
         """Decode, synchronise, attach TF, queue complete frame sets; returns how many were queued."""
-        stamp = stamp_to_ns(msg.header.stamp)
-        self.latest_stamp_ns = max(self.latest_stamp_ns, stamp)
-        try:
-            rgb = decode_image(msg, self.cfg.topics.compressed)
-        except BadMessage as exc:
-            self.frontend.reject_image(camera, stamp, exc.reason, str(exc))
-            return 0
-        return self._submit(self.frontend.add_image(camera, stamp, rgb))
+        self.latest_stamp_ns = max(self.latest_stamp_ns, stamp_to_ns(msg.header.stamp))
+        return self._submit(self.frontend.on_image_message(camera, msg))
 
     def _submit(self, framesets: list[FrameSet]) -> int:
         for fs in framesets:
@@ -156,10 +138,8 @@ class LiveRecon:
 
     # ---- outputs (worker thread) ----------------------------------------------------------------
     def _on_keyframe(self, fs: FrameSet, out: KeyframeOutput) -> None:
-        for topic, msg in keyframe_messages(self.kit, self.cfg, out, list(self.engine.path)):
+        for topic, msg in engine_step_messages(self.kit, self.cfg, self.engine, out):
             self.publish(topic, msg)
-        pts, cols = self.engine.map.arrays()
-        self.publish(self.cfg.output_topic("map"), map_message(self.kit, self.cfg, pts, cols, out.stamp_ns))
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Emit what is pending: incomplete frame sets, queued work, then the keyframes awaiting fusion.
@@ -169,13 +149,9 @@ class LiveRecon:
         self._submit(self.frontend.flush())
         idle = self.worker.wait_idle(timeout)
         with self.worker.exclusive():
-            final = self.engine.flush()
-            if final:
-                stamp = max(c.stamp_ns for c in final)
-                for topic, msg in cloud_messages(self.kit, self.cfg, final):
-                    self.publish(topic, msg)
-                pts, cols = self.engine.map.arrays()
-                self.publish(self.cfg.output_topic("map"), map_message(self.kit, self.cfg, pts, cols, stamp))
+            _, msgs = engine_flush_messages(self.kit, self.cfg, self.engine, self.engine.flush())
+            for topic, msg in msgs:
+                self.publish(topic, msg)
         return idle
 
     # ---- services -------------------------------------------------------------------------------

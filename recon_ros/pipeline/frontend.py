@@ -1,6 +1,7 @@
 """Front end shared by the node and the bag tool: validates images, groups them, attaches TF.
 
-It takes decoded numpy images (the caller converts messages with ``recon_ros.io.messages``) and
+It takes image and CameraInfo messages (rclpy or rosbags, decoded with ``recon_ros.io.messages``)
+or already-decoded numpy images, and
 hands out :class:`FrameSet` objects ready for the engine. Every image it is given ends up either in
 an emitted frame set or counted in ``drops`` with a reason — nothing is lost silently.
 """
@@ -10,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from recon_ros.config import ReconConfig
+from recon_ros.io.messages import BadMessage, camera_info_to_K, decode_image, stamp_to_ns
 from recon_ros.pipeline.frames import CameraImage, DropCounter, FrameSet
 from recon_ros.pipeline.synchronizer import Synchronizer
 from recon_ros.pipeline.tf_buffer import TransformLookup, TransformUnavailable
@@ -50,6 +53,7 @@ class FrontEnd:
         self.drops = drops or DropCounter()
         self.warn = RateLimitedLog(warn or LOG.warning)
         self.images_received: Counter[str] = Counter()
+        self.camera_info_errors: Counter[str] = Counter()
         self.frame_sets = 0
         self.camera_info: dict[str, tuple[np.ndarray, int, int]] = {}
         s = cfg.sync
@@ -70,12 +74,32 @@ class FrontEnd:
     def set_camera_info(self, camera: str, K: np.ndarray, width: int, height: int) -> None:
         self.camera_info[camera] = (np.asarray(K, dtype=np.float64), int(width), int(height))
 
+    def on_camera_info(self, camera: str, msg: Any) -> bool:
+        """Keep the intrinsics of a CameraInfo message (rclpy or rosbags); a bad one is counted and logged."""
+        try:
+            K, w, h = camera_info_to_K(msg)
+        except BadMessage as exc:
+            self.camera_info_errors[camera] += 1
+            topic = self.cfg.camera_info_topic(camera)
+            self.warn(f"{topic}:info", f"{topic} ignored ({exc.reason}): {exc}")
+            return False
+        self.set_camera_info(camera, K, w, h)
+        return True
+
+    def on_image_message(self, camera: str, msg: Any) -> list[FrameSet]:
+        """Decode an Image / CompressedImage message and add it; undecodable ones are counted."""
+        stamp = stamp_to_ns(msg.header.stamp)
+        try:
+            rgb = decode_image(msg, self.cfg.topics.compressed)
+        except BadMessage as exc:
+            self.reject_image(camera, stamp, exc.reason, str(exc))
+            return []
+        return self.add_image(camera, stamp, rgb)
+
     def reject_image(self, camera: str, stamp_ns: int, reason: str, message: str) -> None:
         """Count an image the caller could not decode (BadMessage) and say why, once per burst."""
         self.images_received[camera] += 1
-        self.drops.add(reason, message=message)
-        topic = self.cfg.image_topic(camera)
-        self.warn(f"{topic}:{reason}", f"{topic} @ {stamp_ns / NS:.3f} s dropped ({reason}): {message}")
+        self._drop(camera, stamp_ns, reason, message)
 
     def add_image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> list[FrameSet]:
         self.images_received[camera] += 1
