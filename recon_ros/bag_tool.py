@@ -79,7 +79,11 @@ def run_bag(
         total_images = sum(counts.get(t, 0) for t in image_topics)
         bar = tqdm(total=total_images, desc="frames", unit="img", disable=not progress)
         images_read: Counter[str] = Counter()
-        unknown_types: set[str] = set()
+        unknown_types: set[tuple[str, str]] = set()
+        image_type = "sensor_msgs/msg/CompressedImage" if cfg.topics.compressed else "sensor_msgs/msg/Image"
+        expected_types = {**dict.fromkeys(image_topics, image_type),
+                          **dict.fromkeys(info_topics, "sensor_msgs/msg/CameraInfo"),
+                          "/tf": "tf2_msgs/msg/TFMessage", "/tf_static": "tf2_msgs/msg/TFMessage"}
 
         def handle(outputs: list) -> None:
             for fs in outputs:
@@ -105,13 +109,22 @@ def run_bag(
                 cam = image_topics.get(topic) or info_topics.get(topic)
                 if cam is None and topic not in ("/tf", "/tf_static"):
                     continue
+                expected = expected_types.get(topic)
+                if m.msgtype != expected:
+                    if topic in image_topics:
+                        frontend.reject_image(cam, m.log_time_ns, "wrong_type",
+                                              f"message type {m.msgtype}, expected {expected}")
+                    elif (topic, m.msgtype) not in unknown_types:
+                        unknown_types.add((topic, m.msgtype))
+                        LOG.warning("%s: %s carries %s, expected %s; ignored", input_path, topic, m.msgtype, expected)
+                    continue
                 try:
                     msg = reader.deserialize(m)
                 except Exception as exc:
                     if topic in image_topics:
                         frontend.reject_image(cam, m.log_time_ns, "deserialize_error", f"{m.msgtype}: {exc}")
-                    elif m.msgtype not in unknown_types:
-                        unknown_types.add(m.msgtype)
+                    elif (topic, m.msgtype) not in unknown_types:
+                        unknown_types.add((topic, m.msgtype))
                         LOG.warning("%s: cannot deserialize %s (%s): %s", input_path, topic, m.msgtype, exc)
                     continue
                 if topic in ("/tf", "/tf_static"):
@@ -153,6 +166,9 @@ def run_bag(
             "drop_messages": dict(drops.last_message),
             "camera_info_errors": {cfg.camera_info_topic(c): n for c, n in frontend.camera_info_errors.items()},
             "missing_topics": missing,
+            "camera_dropouts": dict(frontend.camera_dropouts),
+            "cameras_missing_at_end": sorted(frontend.missing_since),
+            "odometry_jumps": engine.odometry_jumps,
             "bag_truncated": reader.truncated,
             "bag_errors": reader.errors,
             "map_points": len(engine.map),

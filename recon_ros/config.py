@@ -79,6 +79,11 @@ class PoseConfig:
     min_confidence: float = _f(
         3.0, "Percentile of pointmap confidence below which points are ignored for poses and depth ranges."
     )
+    max_speed_mps: float = _f(
+        5.0, "Odometry faster than this between consecutive frame sets is a jump (reset, relocalisation): "
+        "the keyframe window restarts so no depth or fusion pairs views across it (0 = never)."
+    )
+    max_turn_rate_dps: float = _f(360.0, "Same as max_speed_mps for rotation, in degrees per second (0 = never).")
 
 
 @dataclass

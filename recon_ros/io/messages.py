@@ -140,6 +140,7 @@ _ENCODINGS: dict[str, tuple[type, int]] = {
     "mono16": (np.uint16, 1),
     "16UC1": (np.uint16, 1),
     "32FC1": (np.float32, 1),
+    "32FC3": (np.float32, 3),
 }
 
 
@@ -181,6 +182,12 @@ def image_to_rgb(msg: Any) -> np.ndarray:
         return np.repeat(img[..., None], 3, axis=2)
     if enc in ("mono16", "16UC1"):
         return np.repeat((img >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    if enc in ("32FC1", "32FC3"):  # intensities in [0, 1], as cv_bridge writes float images
+        bad = int(np.count_nonzero(~np.isfinite(img)))
+        if bad:
+            raise BadMessage("non_finite_pixels", f"'{enc}' image has {bad} NaN/inf values of {img.size}")
+        u8 = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return np.repeat(u8[..., None], 3, axis=2) if u8.ndim == 2 else u8
     raise BadMessage("bad_encoding", f"image encoding '{enc}' is not a colour or mono encoding")
 
 

@@ -177,6 +177,8 @@ class LiveRecon:
         s["images_received"] = sum(self.frontend.images_received.values())
         s["frame_sets"] = self.frontend.frame_sets
         s["dropped"] = self.drops.as_dict()
+        s["cameras_missing"] = sorted(self.frontend.missing_since)
+        s["camera_dropouts"] = dict(self.frontend.camera_dropouts)
         latency = w["latency_ms_last"]
         if not math.isnan(latency):
             s["stage_latency_ms"] = {**s.get("stage_latency_ms", {}), "stamp_to_output": latency}
@@ -196,6 +198,9 @@ class LiveRecon:
         elif new_drops:
             level = DIAG_WARN
             message = "dropping input: " + ", ".join(f"{k} +{v}" for k, v in sorted(new_drops.items()))
+        elif s["cameras_missing"]:
+            level, message = DIAG_WARN, "degraded rig, no images from " + ", ".join(
+                self.cfg.image_topic(c) for c in s["cameras_missing"])
         elif s["images_received"] == 0:
             level, message = DIAG_WARN, "no images received yet on " + ", ".join(
                 self.cfg.image_topic(c) for c in self.cfg.cameras)
@@ -209,6 +214,8 @@ class LiveRecon:
             "latency_ms_p50": round(w["latency_ms_p50"], 1),
             "latency_ms_max": round(w["latency_ms_max"], 1),
             "process_ms_mean": round(w["process_ms_mean"], 1),
+            "odometry_jumps": s["odometry_jumps"],
+            "cameras_missing": ",".join(s["cameras_missing"]),
             **{f"dropped.{k}": v for k, v in drops.items()},
         }
         return [

@@ -23,7 +23,7 @@ from recon_ros.geometry.camera import PinholeCamera, backproject
 from recon_ros.geometry.se3 import transform_points
 from recon_ros.pipeline.frames import DropCounter, FrameSet, Keyframe, View
 from recon_ros.pipeline.fusion import fuse_view, select_sources
-from recon_ros.pipeline.keyframes import KeyframeBuffer, KeyframeSelector
+from recon_ros.pipeline.keyframes import KeyframeBuffer, KeyframeSelector, OdometryJumpDetector
 from recon_ros.pipeline.sources import DepthSource, PoseSource, build_depth_source, build_pose_source
 from recon_ros.pipeline.voxel_map import VoxelMap
 
@@ -121,6 +121,9 @@ class ReconstructionEngine:
         self.drops = drops or DropCounter()
         self.keyframes = KeyframeBuffer(cfg.keyframes.buffer_size)
         self.selector = KeyframeSelector(cfg.keyframes)
+        self.jumps = OdometryJumpDetector(cfg.pose.max_speed_mps, cfg.pose.max_turn_rate_dps)
+        self.segment = 0  # bumped at each odometry jump; views pair only within a segment
+        self.odometry_jumps = 0
         self.map = VoxelMap(cfg.map.voxel_size_m, cfg.map.max_points)
         self.path: deque[tuple[int, np.ndarray]] = deque(maxlen=MAX_PATH_POSES)
         self.timer = StageTimer()
@@ -141,7 +144,12 @@ class ReconstructionEngine:
         (``processing_error``); the engine stays usable.
         """
         self.frame_sets += 1
+        jump = self.jumps.check(fs.stamp_ns, fs.T_odom_base)
+        if jump is not None:
+            self._start_segment(fs.stamp_ns, jump)
         reason = self.selector.why(fs.stamp_ns, fs.T_odom_base)
+        if jump is not None and reason == "first":
+            reason = "odometry_jump"
         if reason is None:
             self.images_not_keyframe += len(fs.images)
             return None
@@ -159,6 +167,7 @@ class ReconstructionEngine:
         """Forget keyframes, map and path (the service 'reset')."""
         self.keyframes.clear()
         self.selector.reset()
+        self.jumps.reset()
         self.map.clear()
         self.path.clear()
         self._unfused.clear()
@@ -178,7 +187,23 @@ class ReconstructionEngine:
             "backend": self.cfg.runtime.backend,
             "scale": self.last_scale[0],
             "scale_residual_m": self.last_scale[1],
+            "odometry_jumps": self.odometry_jumps,
+            # learned depth runs smaller after an out-of-memory error (1.0 = full view size)
+            "depth_scale": getattr(self.depth_source, "scale", 1.0),
+            "depth_oom_fallbacks": getattr(self.depth_source, "oom_fallbacks", 0),
         }
+
+    def _start_segment(self, stamp_ns: int, why: str) -> None:
+        """After an odometry jump: the next frame set is a keyframe and starts a new segment.
+
+        Buffered keyframes stay (those waiting for fusion are still fused, with their own segment's
+        views only) and the map is kept: points before the jump were consistent among themselves.
+        """
+        self.segment += 1
+        self.odometry_jumps += 1
+        self.selector.reset()
+        LOG.warning("frame set @ %.3f s: %s; starting keyframe segment %d (no depth or fusion across the jump)",
+                    stamp_ns * 1e-9, why, self.segment)
 
     # ---- stages ------------------------------------------------------------------------------
     def _make_view(self, kf_id: int, fs: FrameSet, cam: str) -> View:
@@ -193,14 +218,15 @@ class ReconstructionEngine:
         T = np.eye(4)
         if fs.T_odom_base is not None and cam in fs.T_base_cam:
             T = self.T_map_odom @ fs.T_odom_base @ fs.T_base_cam[cam]
-        return View(kf_id, cam, im.stamp_ns, rgb, K, T, frame_id=im.frame_id)
+        return View(kf_id, cam, im.stamp_ns, rgb, K, T, frame_id=im.frame_id, segment=self.segment)
 
     def _process_keyframe(self, fs: FrameSet, reason: str) -> KeyframeOutput:
         self.timer.last = {}
         kf_id = self._next_id
         with self.timer("prepare"):
-            kf = Keyframe(kf_id, fs.stamp_ns, {c: self._make_view(kf_id, fs, c) for c in fs.images}, fs.T_odom_base)
-        window = [*self.keyframes.latest(), kf]
+            kf = Keyframe(kf_id, fs.stamp_ns, {c: self._make_view(kf_id, fs, c) for c in fs.images}, fs.T_odom_base,
+                          self.segment)
+        window = [*(k for k in self.keyframes.latest() if k.segment == kf.segment), kf]
         with self.timer("pose"):
             update = self.pose_source.update(kf, window, fs)
         if update.T_map_odom is not None:
@@ -216,8 +242,9 @@ class ReconstructionEngine:
             waiting = [v for k in self.keyframes for v in k.views.values() if v.depth is None and k.id in self._unfused]
             for view in [*waiting, *kf.views.values()]:
                 rng = self._depth_range(view)
+                same = [c for c in candidates if c.segment == view.segment]
                 srcs = select_sources(
-                    view, candidates, rng, cfg.depth.num_sources, cfg.depth.min_overlap, cfg.depth.min_baseline_m
+                    view, same, rng, cfg.depth.num_sources, cfg.depth.min_overlap, cfg.depth.min_baseline_m
                 )
                 if not srcs:
                     continue
@@ -263,7 +290,8 @@ class ReconstructionEngine:
                     if view.depth is None:
                         clouds.append(self._cloud_output(view, np.zeros(view.rgb.shape[:2], bool)))
                         continue
-                    others = select_sources(view, with_depth, self._depth_range(view), cfg.fusion.max_views, 0.05, 0.0)
+                    same = [v for v in with_depth if v.segment == view.segment]
+                    others = select_sources(view, same, self._depth_range(view), cfg.fusion.max_views, 0.05, 0.0)
                     keep = fuse_view(view, others, cfg.fusion, self.device) & (view.depth <= cfg.map.max_range_m)
                     clouds.append(self._cloud_output(view, keep))
         with self.timer("map"):

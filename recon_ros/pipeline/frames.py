@@ -52,6 +52,7 @@ class View:
     confidence: np.ndarray | None = None  # [h, w] float32 in [0, 1]
     valid: np.ndarray | None = None  # [h, w] bool: depth passed the photometric mask
     depth_range: tuple[float, float] | None = None  # from the pose source, when it knows one
+    segment: int = 0  # odometry segment: views of different segments are never paired (see engine)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -68,6 +69,7 @@ class Keyframe:
     stamp_ns: int
     views: dict[str, View]
     T_odom_base: np.ndarray | None = None
+    segment: int = 0
 
 
 class DropCounter:

@@ -67,6 +67,9 @@ class FrontEnd:
             int(s.future_tolerance_s * NS),
         )
         self.waiting_for_tf: list[dict[str, CameraImage]] = []
+        # Cameras absent from the latest frame sets (degraded rig) -> stamp of the first set without them.
+        self.missing_since: dict[str, int] = {}
+        self.camera_dropouts: Counter[str] = Counter()
         self.tf_timeout_ns = int(max(s.timeout_s, 0.5) * NS)
         self.needs_odometry = cfg.pose.source == "tf"
 
@@ -159,11 +162,51 @@ class FrontEnd:
             self.drops.add("tf_unavailable", n=len(images), message="too many frame sets waiting for TF")
         self.waiting_for_tf = still[overflow:]
         self.frame_sets += len(ready)
+        for fs in ready:
+            self._track_cameras(fs)
         return ready
+
+    def _track_cameras(self, fs: FrameSet) -> None:
+        """Say once when a camera leaves the frame sets (the rig degrades) and when it comes back."""
+        for cam in self.cfg.cameras:
+            if cam not in fs.images and cam not in self.missing_since:
+                self.missing_since[cam] = fs.stamp_ns
+                self.camera_dropouts[cam] += 1
+                LOG.warning("%s: no image in the frame set @ %.3f s; continuing with %d camera(s) (%s)",
+                            self.cfg.image_topic(cam), fs.stamp_ns / NS, len(fs.images), ", ".join(fs.images))
+            elif cam in fs.images and cam in self.missing_since:
+                since = self.missing_since.pop(cam)
+                LOG.warning("%s: camera is back @ %.3f s after %.1f s", self.cfg.image_topic(cam),
+                            fs.stamp_ns / NS, (fs.stamp_ns - since) / NS)
+
+    def _required_cameras(self) -> int:
+        return self.cfg.sync.min_cameras if self.cfg.sync.min_cameras > 0 else len(self.cfg.cameras)
+
+    def _extrinsics(self, images: dict[str, CameraImage]) -> dict[str, np.ndarray]:
+        """``T_base_cam`` per camera. A camera without extrinsics leaves the set (counted) as long as
+        enough cameras remain (``sync.min_cameras``); otherwise the whole set waits or is dropped."""
+        base = self.cfg.frames.base
+        found: dict[str, np.ndarray] = {}
+        failed: dict[str, TransformUnavailable] = {}
+        for c, im in images.items():
+            try:
+                found[c] = self.tf.lookup(base, im.frame_id, im.stamp_ns)
+            except TransformUnavailable as exc:
+                failed[c] = exc
+        if not failed:
+            return found
+        if len(found) < self._required_cameras() or any(e.reason != "tf_missing" for e in failed.values()):
+            raise next(iter(failed.values()))
+        for c, exc in failed.items():
+            self.drops.add(exc.reason, message=str(exc))
+            self.warn(f"tf:{c}", f"{self.cfg.image_topic(c)} @ {images[c].stamp_ns / NS:.3f} s dropped "
+                                 f"({exc.reason}): {exc}")
+            del images[c]
+        return found
 
     def _frame_set(self, stamp: int, images: dict[str, CameraImage]) -> FrameSet:
         base = self.cfg.frames.base
-        T_base_cam = {c: self.tf.lookup(base, im.frame_id, im.stamp_ns) for c, im in images.items()}
+        T_base_cam = self._extrinsics(images)
         T_odom_base = None
         try:
             T_odom_base = self.tf.lookup(self.cfg.frames.odom, base, stamp)

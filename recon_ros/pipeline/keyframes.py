@@ -55,6 +55,46 @@ class KeyframeSelector:
         self.last_pose = None
 
 
+class OdometryJumpDetector:
+    """Flags odometry that moves faster than the robot can between consecutive frame sets.
+
+    A jump (odometry reset, relocalisation, a wheel-slip spike) makes poses before and after it
+    inconsistent, so depth and fusion must not pair views across it. Slack absorbs stamp jitter on
+    closely spaced frame sets.
+    """
+
+    SLACK_M = 0.05
+    SLACK_DEG = 5.0
+
+    def __init__(self, max_speed_mps: float, max_turn_rate_dps: float):
+        self.max_speed = max_speed_mps
+        self.max_turn = max_turn_rate_dps
+        self.last: tuple[int, np.ndarray] | None = None
+
+    def check(self, stamp_ns: int, T_odom_base: np.ndarray | None) -> str | None:
+        """A description of the jump from the previous frame set to this one, or None."""
+        if T_odom_base is None:
+            return None
+        last, self.last = self.last, (stamp_ns, T_odom_base)
+        if last is None or stamp_ns <= last[0]:
+            return None
+        dt = (stamp_ns - last[0]) / NS
+        rel = invert(last[1]) @ T_odom_base
+        dist = float(np.linalg.norm(rel[:3, 3]))
+        angle = rotation_angle_deg(rel[:3, :3])
+        too_far = self.max_speed > 0 and dist > self.max_speed * dt + self.SLACK_M
+        too_fast_turn = self.max_turn > 0 and angle > self.max_turn * dt + self.SLACK_DEG
+        if not (too_far or too_fast_turn):
+            return None
+        return (
+            f"odometry moved {dist:.2f} m and turned {angle:.1f} deg in {dt:.3f} s "
+            f"(limits pose.max_speed_mps={self.max_speed}, pose.max_turn_rate_dps={self.max_turn})"
+        )
+
+    def reset(self) -> None:
+        self.last = None
+
+
 class KeyframeBuffer:
     """The newest ``capacity`` keyframes, oldest evicted first."""
 

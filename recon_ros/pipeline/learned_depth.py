@@ -15,18 +15,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from recon_ros.config import ReconConfig
 from recon_ros.geometry.camera import PinholeCamera
 from recon_ros.geometry.se3 import invert
 from recon_ros.models.diffmvs.checkpoint import load_diffmvs
-from recon_ros.models.diffmvs.predictor import DEFAULT_PHOTO_THRESHOLDS, DiffMVSPredictor, photometric_mask
+from recon_ros.models.diffmvs.predictor import (
+    DEFAULT_PHOTO_THRESHOLDS,
+    DepthPrediction,
+    DiffMVSPredictor,
+    photometric_mask,
+)
 from recon_ros.pipeline.frames import View
 from recon_ros.pipeline.sources import DepthEstimate
 from recon_ros.pipeline.warping import as_tensor
+from recon_ros.runtime.memory import is_out_of_memory, release_cached_memory
 
 LOG = logging.getLogger("recon_ros")
 LEARNED_DEPTH_SOURCES = ("diffmvs", "casdiffmvs")
+MIN_OOM_SCALE = 0.25  # below a quarter of the view size the depth is not worth publishing
 
 WEIGHTS_HELP = (
     "The official DiffMVS / CasDiffMVS weights are published by cvg/diffmvs (https://github.com/cvg/diffmvs, "
@@ -68,6 +76,27 @@ class DiffMVSDepthSource:
         if len(thr) < n_stages:
             raise ValueError(f"{name}: {n_stages} confidence stages but thresholds {thr}")
         self.thresholds = thr[:n_stages]
+        # Fraction of the view size the network runs at; halved (and kept) after an out-of-memory error.
+        self.scale = 1.0
+        self.oom_fallbacks = 0
+
+    def _predict(
+        self, images: torch.Tensor, K: torch.Tensor, T_cam_world: torch.Tensor, depth_range: tuple[float, float],
+        gen: torch.Generator,
+    ) -> DepthPrediction:
+        """The prediction at ``self.scale`` of the view size, brought back to full size."""
+        h, w = images.shape[-2:]
+        if self.scale < 1.0:
+            sw, sh = max(32, round(w * self.scale)), max(32, round(h * self.scale))
+            cam = [PinholeCamera.from_K(k.double().numpy(), w, h).resized(sw, sh).K for k in K]
+            images = F.interpolate(images, size=(sh, sw), mode="area")
+            K = torch.as_tensor(np.stack(cam), dtype=K.dtype)
+        pred = self.predictor.predict(images, K, T_cam_world, float(depth_range[0]), float(depth_range[1]), gen)
+        if pred.depth.shape[-2:] != (h, w):
+            depth = F.interpolate(pred.depth[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            confs = [F.interpolate(c[None, None], size=(h, w), mode="nearest")[0, 0] for c in pred.confidences]
+            pred = DepthPrediction(depth=depth, confidences=confs, network_size=pred.network_size)
+        return pred
 
     def _inputs(self, ref: View, sources: list[View]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h, w = ref.rgb.shape[:2]
@@ -87,8 +116,21 @@ class DiffMVSDepthSource:
         if not sources:
             raise ValueError(f"{self.name}: need at least one source view")
         images, K, T_cam_world = self._inputs(ref, sources)
-        gen = torch.Generator(device="cpu").manual_seed(_seed_for(self.seed, ref.keyframe_id, ref.camera))
-        pred = self.predictor.predict(images, K, T_cam_world, float(depth_range[0]), float(depth_range[1]), gen)
+        while True:
+            gen = torch.Generator(device="cpu").manual_seed(_seed_for(self.seed, ref.keyframe_id, ref.camera))
+            try:
+                pred = self._predict(images, K, T_cam_world, depth_range, gen)
+                break
+            except Exception as exc:
+                if not is_out_of_memory(exc) or self.scale <= MIN_OOM_SCALE:
+                    raise
+                old, self.scale = self.scale, self.scale / 2
+                self.oom_fallbacks += 1
+                release_cached_memory()
+                h, w = images.shape[-2:]
+                LOG.warning("%s: out of memory at %dx%d (%s); retrying at %dx%d and keeping that resolution",
+                            self.name, round(w * old), round(h * old), type(exc).__name__,
+                            round(w * self.scale), round(h * self.scale))
         stage = [c.detach().float().cpu().numpy() for c in pred.confidences]
         valid = photometric_mask(pred.confidences, self.thresholds).cpu().numpy()
         depth = pred.depth.detach().float().cpu().numpy()

@@ -99,6 +99,13 @@ class Synchronizer:
         out: list[dict[str, CameraImage]] = []
         if len(target.images) == len(self.cameras):
             self.pending.remove(target)
+            # Cameras publish in order, so a complete newer set means older sets can no longer be
+            # completed: settle them first, which keeps the emitted sets in stamp order.
+            for p in sorted(self.pending, key=lambda p: p.anchor_ns):
+                if p.anchor_ns < target.anchor_ns:
+                    self.pending.remove(p)
+                    if (s := self._give_up(p, "a newer frame set completed")) is not None:
+                        out.append(s)
             out.append(self._emit(target))
         out.extend(self._expire())
         return sorted(out, key=lambda s: min(i.stamp_ns for i in s.values()))
