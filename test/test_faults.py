@@ -72,7 +72,7 @@ def write_bag(
 ) -> None:
     """The synthetic run as a bag; hooks change or remove messages (return None to leave one out).
 
-    ``image(cam, i, rgb, K) -> (rgb, K) | (msg,)``, ``info(cam, i, msg) -> msg``, ``odom(i, T) -> T``.
+    ``image(cam, i, rgb, K) -> (rgb, K) | (msg, ...)``, ``info(cam, i, msg) -> msg``, ``odom(i, T) -> T``.
     """
     frames = {c: f"{c}_optical_frame" for c in seq.camera_names}
     cams = seq.camera_names if static_cams is None else static_cams
@@ -90,18 +90,17 @@ def write_bag(
                 out = (rgb, K) if image is None else image(cam, f.index, rgb, K)
                 if out is None:
                     continue
-                if len(out) == 1:  # a ready-made image message (at the sequence's K)
-                    img = out[0]
-                    w, h = img.width, img.height
-                else:
+                if isinstance(out[0], np.ndarray):
                     rgb, K = out
-                    h, w = rgb.shape[:2]
-                    img = numpy_to_image(KIT, rgb, "rgb8", t, frames[cam])
-                msg = make_camera_info(KIT, K, w, h, t, frames[cam])
+                    imgs = (numpy_to_image(KIT, rgb, "rgb8", t, frames[cam]),)
+                else:  # ready-made image messages (at the sequence's K)
+                    imgs = out
+                msg = make_camera_info(KIT, K, imgs[0].width, imgs[0].height, t, frames[cam])
                 msg = msg if info is None else info(cam, f.index, msg)
                 if msg is not None:
                     bag.write(f"/{cam}/camera_info", msg, t)
-                bag.write(f"/{cam}/image_raw", img, t)
+                for img in imgs:
+                    bag.write(f"/{cam}/image_raw", img, t)
 
 
 class FlatDepth:
@@ -155,6 +154,33 @@ def test_nan_float_image_is_dropped_and_run_goes_on(tmp_path: Path, seq, caplog)
     expected = "dropped (non_finite_pixels): '32FC3' image has 60 NaN/inf values of 9216"
     assert f"/left/image_raw @ {frame_t(seq, 4)} {expected}" in caplog.text
     assert s["keyframes"] >= 3 and s["images_in_keyframes"] > 0  # float images from 'left' were used
+
+
+def test_bad_stamps_are_dropped_named_and_counted(tmp_path: Path, seq, caplog) -> None:
+    frames = {c: f"{c}_optical_frame" for c in seq.camera_names}
+
+    def image(cam: str, i: int, rgb: np.ndarray, K: np.ndarray) -> tuple:
+        if cam != "front" or i not in (5, 8, 10):
+            return rgb, K
+        t = seq.poses[i][0]
+        msg = numpy_to_image(KIT, rgb, "rgb8", t, frames[cam])
+        if i == 5:  # the driver sends the same frame twice
+            return msg, numpy_to_image(KIT, rgb, "rgb8", t, frames[cam])
+        if i == 8:  # a stale frame from a buffer: stamp of frame 3
+            return (numpy_to_image(KIT, rgb, "rgb8", seq.poses[3][0], frames[cam]),)
+        return (numpy_to_image(KIT, rgb, "rgb8", t + 3600 * 10**9, frames[cam]),)  # clock an hour ahead
+
+    write_bag(tmp_path / "stamps", seq, image=image)
+    s = run(tmp_path / "stamps", seq, caplog)
+    d = s["images_dropped"]
+    assert (d["duplicate_stamp"], d["out_of_order"], d["future_stamp"]) == (1, 1, 1)
+    assert d["incomplete_set"] == 3 * 2  # frames 8 and 10 lack 'front'
+    log = caplog.text
+    assert f"/front/image_raw @ {frame_t(seq, 5)} dropped (duplicate_stamp)" in log
+    assert f"/front/image_raw @ {frame_t(seq, 3)} dropped (out_of_order): front: stamp" in log
+    assert "is not newer than the last frame set" in log
+    assert "dropped (future_stamp): front: stamp" in log and "3600.1 s ahead of the newest image" in log  # vs frame 9
+    assert s["frame_sets"] == 16 - 2 and s["keyframes"] >= 3
 
 
 def test_cameras_of_different_sizes_are_processed_together(tmp_path: Path, seq, caplog) -> None:

@@ -140,3 +140,35 @@ def test_engine_run_with_diffmvs_completes(seq) -> None:
     depth_views = [v for o in outs[:-1] for v in o.views]
     assert depth_views and all(v.depth.shape == (H, W) for v in depth_views)
     assert engine.depth_source.name == "diffmvs"
+
+
+def test_out_of_memory_falls_back_to_half_resolution(seq, monkeypatch, caplog) -> None:
+    """Inject CUDA OOM for inputs wider than 64 px: the source retries at half size, says so, keeps it."""
+    import logging
+
+    import torch
+
+    src = _source(_cfg("diffmvs"))
+    ref, *others = _views(seq)
+    real = src.predictor.predict
+    widths: list[int] = []
+
+    def predict(images, *args, **kw):
+        widths.append(images.shape[-1])
+        if images.shape[-1] > 64:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(images, *args, **kw)
+
+    monkeypatch.setattr(src.predictor, "predict", predict)
+    with caplog.at_level(logging.WARNING, logger="recon_ros"):
+        a = src.estimate(ref, others, (0.5, 8.0))
+        b = src.estimate(ref, others, (0.5, 8.0))
+    assert widths == [W, W // 2, W // 2]  # one failure, then the smaller size is kept
+    assert src.scale == 0.5 and src.oom_fallbacks == 1
+    assert "diffmvs: out of memory at 100x70 (OutOfMemoryError); retrying at 50x35" in caplog.text
+    assert a.depth.shape == (H, W) and np.all(a.depth[a.valid] > 0)  # published at the view's size
+    np.testing.assert_array_equal(a.depth, b.depth)
+    # Not an OOM: the error propagates (the engine counts it as processing_error).
+    monkeypatch.setattr(src.predictor, "predict", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bad")))
+    with pytest.raises(RuntimeError, match="bad"):
+        src.estimate(ref, others, (0.5, 8.0))
