@@ -15,6 +15,13 @@ the calibrated extrinsics, so the rig stays rigid and metric. Each view also get
 its pointmap depths times the scale. A degenerate alignment, or one whose residual is large next to
 the rig baseline, falls back to TF poses (or, without odometry, to the last known base pose) for that
 keyframe; the reason is logged and reported in ``PoseUpdate.info``.
+
+The network runs with the configured ``runtime.backend`` (torch, or the ONNX Runtime / TensorRT
+encoder and decoder graphs of :class:`~recon_ros.runtime.runners.MVDust3RRunner`, which keep the
+encoder-token cache). When it runs out of (GPU) memory, the window shrinks by one keyframe at a time
+(the newest kept, never below the model's minimum views) and stays at the smaller size for the rest of
+the run; if even the smallest window does not fit, that keyframe falls back to TF / rig poses. Both
+are logged and counted in :meth:`MVDust3RPoseSource.status`.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import torch
 
 from recon_ros.config import ReconConfig
 from recon_ros.geometry.se3 import Sim3, make_transform, umeyama
+from recon_ros.models.mvdust3r.predictor import is_out_of_memory
 from recon_ros.pipeline.frames import FrameSet, Keyframe, View
 from recon_ros.pipeline.sources import PoseUpdate
 
@@ -172,6 +180,12 @@ def base_from_cameras(T_world_cam: Sequence[np.ndarray], T_base_cam: Sequence[np
 # ---- the pose source ---------------------------------------------------------------------------
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """Short form of an error for the log (torch's out-of-memory message is a paragraph)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:limit] if text else ''}"
+
+
 class _Fallback(Exception):
     def __init__(self, reason: str, info: dict | None = None) -> None:
         super().__init__(reason)
@@ -181,7 +195,11 @@ class _Fallback(Exception):
 
 class MVDust3RPoseSource:
     """``PoseSource`` for ``mvdust3r`` / ``mvdust3r+``. Holds the predictor (with its bounded encoder
-    token cache) and one base pose; nothing grows with the length of the run."""
+    token cache) and one base pose; nothing grows with the length of the run.
+
+    ``window_keyframes`` is the configured window; ``active_window`` the one in use, smaller after the
+    network ran out of memory (see the module docstring). ``min_views`` is the model's minimum.
+    """
 
     def __init__(
         self,
@@ -196,24 +214,75 @@ class MVDust3RPoseSource:
         self.predictor = predictor
         self.name = name
         self.window_keyframes = int(window_keyframes)
+        self.active_window = int(window_keyframes)
         self.min_views = int(min_views)
         self.max_residual_fraction = float(max_residual_fraction)
         self._last_T_map_base: np.ndarray | None = None  # for the no-odometry fallback
-        self.fallbacks = 0
+        self.fallbacks = 0  # keyframes whose learned poses were rejected (any reason)
+        self.oom_retries = 0  # times the window shrank after running out of memory
+        self.oom_fallbacks = 0  # keyframes that ran out of memory even with the smallest window
+
+    def status(self) -> dict[str, Any]:
+        """Counters for status reports: window in use (vs configured), fallbacks, out-of-memory events."""
+        return {
+            "pose_window_keyframes": self.active_window,
+            "pose_window_configured": self.window_keyframes,
+            "pose_fallbacks": self.fallbacks,
+            "pose_oom_retries": self.oom_retries,
+            "pose_oom_fallbacks": self.oom_fallbacks,
+        }
 
     def update(self, keyframe: Keyframe, window: list[Keyframe], frameset: FrameSet) -> PoseUpdate:
         older = [k for k in window if k is not keyframe]
-        kfs = [*(older[len(older) - self.window_keyframes + 1:] if self.window_keyframes > 1 else []), keyframe]
         missing = [c for c in keyframe.views if c not in frameset.T_base_cam]
         if missing:
             raise ValueError(f"pose source '{self.name}' needs rig extrinsics (base_link->camera) for {missing}")
-        odometry = all(k.T_odom_base is not None for k in kfs)
-        # Without odometry the first keyframe (or the first after a reset) defines the map frame.
-        first = not odometry and len(window) <= 1
-        try:
-            return self._learned(keyframe, kfs, frameset, odometry, first)
-        except _Fallback as fb:
-            return self._fallback(keyframe, frameset, odometry, first, fb)
+        oom_info: dict[str, Any] = {}
+        while True:
+            n = self.active_window
+            kfs = [*(older[-(n - 1):] if n > 1 else []), keyframe]
+            odometry = all(k.T_odom_base is not None for k in kfs)
+            # Without odometry the first keyframe (or the first after a reset) defines the map frame.
+            first = not odometry and len(window) <= 1
+            try:
+                update = self._learned(keyframe, kfs, frameset, odometry, first)
+            except _Fallback as fb:
+                fb.info.update(oom_info)
+                return self._fallback(keyframe, frameset, odometry, first, fb)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                oom_info["out_of_memory"] = oom_info.get("out_of_memory", 0) + 1
+                smaller = self._smaller_window(kfs)
+                views = sum(len(k.views) for k in kfs)
+                if smaller is None:
+                    self.oom_fallbacks += 1
+                    reason = (
+                        f"out of memory even with the smallest window, {len(kfs)} keyframe(s) / {views} views "
+                        f"({self.name} needs >= {self.min_views} views): {_first_line(exc)}"
+                    )
+                    info = {"views": views, "window_keyframes": len(kfs), **oom_info}
+                    return self._fallback(keyframe, frameset, odometry, first, _Fallback(reason, info))
+                new_views = sum(len(k.views) for k in kfs[-smaller:])
+                self.oom_retries += 1
+                LOG.warning(
+                    "keyframe %d: %s ran out of memory with a window of %d keyframes (%d views); retrying with "
+                    "%d keyframes (%d views) and keeping that window from now on (%s)",
+                    keyframe.id, self.name, len(kfs), views, smaller, new_views, _first_line(exc),
+                )
+                self.active_window = smaller
+                continue
+            update.info.update(oom_info)
+            update.info["window_keyframes"] = len(kfs)
+            return update
+
+    def _smaller_window(self, kfs: list[Keyframe]) -> int | None:
+        """Keyframes of the next smaller window (one fewer, newest kept), or None when that would leave
+        fewer views than the model needs."""
+        n = len(kfs) - 1
+        if n >= 1 and sum(len(k.views) for k in kfs[-n:]) >= self.min_views:
+            return n
+        return None
 
     # ---- learned path ------------------------------------------------------------------------
     def _learned(
@@ -396,14 +465,31 @@ def load_pose_model(path: str | Path, source: str = "mvdust3r+", device: str = "
 
 
 def build_learned_pose_source(cfg: ReconConfig, device: str = "cpu") -> MVDust3RPoseSource:
+    """The ``pose.source`` mvdust3r / mvdust3r+ source, honouring ``runtime.backend`` (and
+    ``runtime.fp16`` for onnxruntime / tensorrt, whose ONNX files and engines go to
+    ``runtime.engine_cache_dir/<source>``)."""
     from recon_ros.models.mvdust3r.predictor import MVDust3RPredictor
 
     if cfg.pose.source not in ("mvdust3r", "mvdust3r+"):
         raise ValueError(f"unknown learned pose source {cfg.pose.source!r}")
-    model = load_pose_model(cfg.pose.checkpoint, cfg.pose.source, device)
+    backend = cfg.runtime.backend
+    # Other backends only export from the torch weights: keep them off the GPU.
+    model = load_pose_model(cfg.pose.checkpoint, cfg.pose.source, device if backend == "torch" else "cpu")
+    runner = None
+    if backend != "torch":
+        from recon_ros.runtime.runners import MVDust3RRunner
+
+        cache_dir = Path(cfg.runtime.engine_cache_dir).expanduser() / cfg.pose.source
+        runner = MVDust3RRunner(
+            model, backend, device, cache_dir=cache_dir, fp16=cfg.runtime.fp16, threads=cfg.runtime.threads
+        )
     window = cfg.pose.window_keyframes
     # Keys are (keyframe id, camera): one window's worth of entries (+ one keyframe of headroom)
     # lets every keyframe be encoded exactly once while it stays in the window.
     cache = (window + 1) * max(len(cfg.cameras), 1)
-    predictor = MVDust3RPredictor(model, device=device, cache_size=cache, min_conf_percent=cfg.pose.min_confidence)
+    predictor = MVDust3RPredictor(
+        model, device=device, cache_size=cache, min_conf_percent=cfg.pose.min_confidence, runner=runner
+    )
+    LOG.info("pose source %s (%s backend%s on %s)", cfg.pose.source, backend,
+             ", fp16" if cfg.runtime.fp16 and backend != "torch" else "", device)
     return MVDust3RPoseSource(predictor, cfg.pose.source, window, min_views=model.config.min_views)

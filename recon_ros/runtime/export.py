@@ -3,7 +3,8 @@
 Each recipe writes ``<name>.onnx`` (FP32) and, on request, ``<name>_fp16.onnx`` (mixed precision, see
 :mod:`recon_ros.runtime.fp16`) and returns an :class:`ExportedModel` describing the files. Graphs have
 static shapes: DiffMVS bakes the view count, image size, GRU iterations and DDIM steps in (noise is a
-graph input); MV-DUSt3R bakes the view count and head paths in (image size is fixed at 224 anyway).
+graph input); MV-DUSt3R bakes the view count and head paths in (image size is fixed at 224 anyway),
+either as one graph or split into encoder and decoder + heads (for the encoder-token cache).
 File names carry the shapes, so a cache directory can hold one export per configuration.
 """
 
@@ -108,6 +109,16 @@ def export_diffmvs(
     return _finish(path, name, inputs, diffmvs_export.output_names(net), shapes, sha, fp16)
 
 
+def _mvdust3r_cached(out_dir: Path, name: str, fp16: bool, sha: str) -> ExportedModel | None:
+    """A previous export of the same MV-DUSt3R graph; for FP16, also convert a cached FP32 export
+    instead of tracing again (tracing runs the full-resolution skip branch once: seconds to minutes)."""
+    if (hit := _cached(out_dir, name, fp16, sha)) is not None:
+        return hit
+    if fp16 and (base := _cached(out_dir, name, False, sha)) is not None:
+        return _finish(base.onnx_path, name, base.input_names, base.output_names, base.input_shapes, sha, True)
+    return None
+
+
 def mvdust3r_name(net: MVDust3R, num_views: int, paths: Sequence[int]) -> str:
     return mvdust3r_export.export_name(net, num_views, paths)
 
@@ -122,11 +133,54 @@ def export_mvdust3r(
     out_dir.mkdir(parents=True, exist_ok=True)
     name = mvdust3r_name(net, num_views, paths)
     sha = config_weights_key(net, net.config)
-    if reuse and (hit := _cached(out_dir, name, fp16, sha)) is not None:
+    if reuse and (hit := _mvdust3r_cached(out_dir, name, fp16, sha)) is not None:
         return hit
     path = mvdust3r_export.export_onnx(net, out_dir / f"{name}.onnx", num_views, paths)
     h, w = net.config.img_size
     shapes = {"images": [1, num_views, 3, h, w]}
     return _finish(
         path, name, list(mvdust3r_export.INPUT_NAMES), list(mvdust3r_export.OUTPUT_NAMES), shapes, sha, fp16
+    )
+
+
+def export_mvdust3r_encoder(
+    net: MVDust3R, out_dir: str | Path, num_views: int, fp16: bool = False, reuse: bool = True
+) -> ExportedModel:
+    """MV-DUSt3R(+) encoder for ``num_views`` views: ``images [1,M,3,224,224]`` ->
+    ``tokens [1,M,N,C_enc]`` (FP32 output also in the FP16 variant, so cached tokens are FP32)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = mvdust3r_export.encoder_export_name(net, num_views)
+    sha = config_weights_key(net, net.config)
+    if reuse and (hit := _mvdust3r_cached(out_dir, name, fp16, sha)) is not None:
+        return hit
+    path = mvdust3r_export.export_encoder_onnx(net, out_dir / f"{name}.onnx", num_views)
+    h, w = net.config.img_size
+    shapes = {"images": [1, num_views, 3, h, w]}
+    return _finish(
+        path, name, list(mvdust3r_export.ENCODER_INPUT_NAMES), list(mvdust3r_export.ENCODER_OUTPUT_NAMES),
+        shapes, sha, fp16,
+    )
+
+
+def export_mvdust3r_decoder(
+    net: MVDust3R, out_dir: str | Path, num_views: int, paths: Sequence[int] = (0,), fp16: bool = False,
+    reuse: bool = True,
+) -> ExportedModel:
+    """MV-DUSt3R(+) decoder + heads for ``num_views`` views: ``tokens [1,V,N,C_enc]``,
+    ``images [1,V,3,224,224]`` -> ``pts3d [1,P,V,224,224,3]``, ``conf [1,P,V,224,224]``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = mvdust3r_export.decoder_export_name(net, num_views, paths)
+    sha = config_weights_key(net, net.config)
+    if reuse and (hit := _mvdust3r_cached(out_dir, name, fp16, sha)) is not None:
+        return hit
+    path = mvdust3r_export.export_decoder_onnx(net, out_dir / f"{name}.onnx", num_views, paths)
+    cfg = net.config
+    h, w = cfg.img_size
+    n = cfg.grid_size[0] * cfg.grid_size[1]
+    shapes = {"tokens": [1, num_views, n, cfg.enc_embed_dim], "images": [1, num_views, 3, h, w]}
+    return _finish(
+        path, name, list(mvdust3r_export.DECODER_INPUT_NAMES), list(mvdust3r_export.DECODER_OUTPUT_NAMES),
+        shapes, sha, fp16,
     )

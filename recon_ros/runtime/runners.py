@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -17,12 +17,22 @@ from torch import Tensor
 from recon_ros.models.diffmvs import export as dx
 from recon_ros.models.diffmvs.export import DiffMVSExportWrapper
 from recon_ros.models.diffmvs.model import DiffMVSNet
-from recon_ros.models.mvdust3r.export import MVDust3RExportWrapper
+from recon_ros.models.mvdust3r.export import (
+    MVDust3RDecoderWrapper,
+    MVDust3REncoderWrapper,
+    MVDust3RExportWrapper,
+)
 from recon_ros.models.mvdust3r.network import MVDust3R
 
 from .backends import BACKEND_NAMES, Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend, import_tensorrt
 from .engine_meta import EngineCache
-from .export import ExportedModel, export_diffmvs, export_mvdust3r
+from .export import (
+    ExportedModel,
+    export_diffmvs,
+    export_mvdust3r,
+    export_mvdust3r_decoder,
+    export_mvdust3r_encoder,
+)
 
 LOG = logging.getLogger("recon_ros")
 DIFFMVS_STAGES = ("stage1", "stage2", "stage3")
@@ -124,7 +134,19 @@ class DiffMVSRunner(_ExportingRunner):
 
 
 class MVDust3RRunner(_ExportingRunner):
-    """``runner(images [1,V,3,224,224], paths) -> {"pts3d": [1,P,V,H,W,3], "conf": [1,P,V,H,W]}``."""
+    """MV-DUSt3R(+) through a backend, with the calls of :class:`MVDust3R`:
+
+    * ``runner(images [1,V,3,224,224], paths) -> {"pts3d": [1,P,V,H,W,3], "conf": [1,P,V,H,W]}``: the
+      whole network as one graph per (views, paths);
+    * ``runner.encode(images [1,M,3,224,224]) -> tokens [1,M,N,C_enc]`` and
+      ``runner.decode(tokens, images, paths) -> {"pts3d", "conf"}``: the encoder graph (one per number
+      of views) and the decoder + heads graph (one per (views, paths)). ``MVDust3RPredictor`` uses
+      these, so its encoder-token cache works with every backend: each keyframe is encoded once and only
+      the decoder reruns per window.
+
+    With ``onnxruntime`` / ``tensorrt`` the torch network is only needed to export, so it stays on the
+    CPU (no second copy of the weights on the GPU); the ``torch`` backend moves it to ``device``.
+    """
 
     def __init__(
         self, net: MVDust3R, backend: str = "onnxruntime", device: str | torch.device = "cpu",
@@ -132,22 +154,83 @@ class MVDust3RRunner(_ExportingRunner):
     ) -> None:
         super().__init__(backend, device, cache_dir, fp16, on_stale, threads)
         self.net = net.eval()
+        if backend == "torch":
+            self.net.to(self.device)
+
+    def _exported(self, export: Callable[[MVDust3R, Path], ExportedModel]) -> Backend:
+        exported = export(self.net.cpu(), self.cache_dir / "onnx")
+        be = self._make(exported)
+        if isinstance(be, TensorRTBackend) and be.context is None:
+            # TensorRT allocates the activation memory when it creates the context and returns None
+            # when it cannot; say so in words the pose source recognises as running out of memory.
+            raise RuntimeError(
+                f"TensorRT could not create an execution context for {exported.name} "
+                "(most likely out of memory for its activations)"
+            )
+        return be
 
     def backend_for(self, num_views: int, paths: Sequence[int]) -> Backend:
-        key = (num_views, tuple(paths))
+        """The whole-network backend for ``num_views`` views and head ``paths`` (built on first use)."""
+        key = ("full", num_views, tuple(paths))
         if key not in self._backends:
             if self.backend == "torch":
                 wrapper = MVDust3RExportWrapper(self.net, paths)
                 self._backends[key] = TorchBackend(wrapper, ["images"], ["pts3d", "conf"])
             else:
-                exported = export_mvdust3r(
-                    self.net.cpu(), self.cache_dir / "onnx", num_views, paths, fp16=self._onnx_fp16()
-                )
-                self.net.to(self.device)
-                self._backends[key] = self._make(exported)
+                fp16 = self._onnx_fp16()
+                self._backends[key] = self._exported(lambda n, d: export_mvdust3r(n, d, num_views, paths, fp16=fp16))
         return self._backends[key]
+
+    def encoder_for(self, num_views: int) -> Backend:
+        """The encoder backend for ``num_views`` views (built on first use)."""
+        key = ("encoder", num_views)
+        if key not in self._backends:
+            if self.backend == "torch":
+                self._backends[key] = TorchBackend(MVDust3REncoderWrapper(self.net), ["images"], ["tokens"])
+            else:
+                fp16 = self._onnx_fp16()
+                self._backends[key] = self._exported(lambda n, d: export_mvdust3r_encoder(n, d, num_views, fp16=fp16))
+        return self._backends[key]
+
+    def decoder_for(self, num_views: int, paths: Sequence[int]) -> Backend:
+        """The decoder + heads backend for ``num_views`` views and head ``paths`` (built on first use)."""
+        key = ("decoder", num_views, tuple(paths))
+        if key not in self._backends:
+            if self.backend == "torch":
+                wrapper = MVDust3RDecoderWrapper(self.net, paths)
+                self._backends[key] = TorchBackend(wrapper, ["tokens", "images"], ["pts3d", "conf"])
+            else:
+                fp16 = self._onnx_fp16()
+                self._backends[key] = self._exported(
+                    lambda n, d: export_mvdust3r_decoder(n, d, num_views, paths, fp16=fp16)
+                )
+        return self._backends[key]
+
+    def release(self, num_views: int) -> int:
+        """Drop the backends built for ``num_views`` views (sessions / engines and their device memory,
+        e.g. after running out of memory with that many views); returns how many were dropped.
+        The ONNX files and engines stay cached on disk."""
+        keys = [k for k in self._backends if k[0] in ("full", "decoder", "encoder") and k[1] == num_views]
+        for k in keys:
+            del self._backends[k]
+        return len(keys)
 
     def __call__(self, images: Tensor, paths: Sequence[int] = (0,)) -> dict[str, Tensor]:
         be = self.backend_for(images.shape[1], [int(p) for p in paths])
         out = be({"images": images})
+        return {k: v.to(self.device).float() for k, v in out.items()}
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Normalised images ``[1,M,3,224,224]`` -> encoder tokens ``[1,M,N,C_enc]`` (float32)."""
+        if images.dim() != 5 or images.shape[0] != 1:
+            raise ValueError(f"expected images [1, M, 3, H, W], got {tuple(images.shape)}")
+        out = self.encoder_for(images.shape[1])({"images": images})
+        return out["tokens"].to(self.device).float()
+
+    def decode(self, tokens: Tensor, images: Tensor, paths: Sequence[int] = (0,)) -> dict[str, Tensor]:
+        """Encoder tokens ``[1,V,N,C_enc]`` + images ``[1,V,3,224,224]`` -> ``pts3d``, ``conf``."""
+        if tokens.dim() != 4 or tokens.shape[:2] != images.shape[:2]:
+            raise ValueError(f"tokens {tuple(tokens.shape)} do not match images {tuple(images.shape)}")
+        be = self.decoder_for(images.shape[1], [int(p) for p in paths])
+        out = be({"tokens": tokens, "images": images})
         return {k: v.to(self.device).float() for k, v in out.items()}

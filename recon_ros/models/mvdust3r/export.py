@@ -5,6 +5,12 @@ and the selected head paths are baked into the graph: one export per (views, pat
 is fixed to the network's 224x224 anyway. RoPE cos/sin tables are per-grid constants (see
 ``rope.py``), so the graph has no data-dependent shapes (TensorRT rejects those).
 
+Besides the whole network there are two split graphs, so the encoder-token cache also works with
+ONNX Runtime / TensorRT: the encoder (``images [1,M,3,224,224] -> tokens [1,M,N,C_enc]``, one export
+per number of views M; views never interact in the encoder) and decoder + heads
+(``tokens [1,V,N,C_enc], images [1,V,3,224,224] -> pts3d, conf``, one export per (views, paths)).
+A keyframe's tokens are then computed once by the encoder graph and the decoder graph reruns per window.
+
 The legacy exporter (opset 17) has no symbolic for ``aten::expm1`` (used by the 'exp' depth mode);
 we register one that emits ``2 * exp(x/2) * sinh(x/2)``. That identity is exact, and unlike
 ``exp(x) - 1`` it keeps full relative precision for small ``x`` (ONNX ``Sinh`` is evaluated directly).
@@ -22,6 +28,10 @@ from .network import MVDust3R
 
 INPUT_NAMES = ["images"]
 OUTPUT_NAMES = ["pts3d", "conf"]
+ENCODER_INPUT_NAMES = ["images"]
+ENCODER_OUTPUT_NAMES = ["tokens"]
+DECODER_INPUT_NAMES = ["tokens", "images"]
+DECODER_OUTPUT_NAMES = ["pts3d", "conf"]
 _OPSET = 17
 
 
@@ -54,30 +64,98 @@ class MVDust3RExportWrapper(nn.Module):
         return out["pts3d"], out["conf"]
 
 
+class MVDust3REncoderWrapper(nn.Module):
+    """``forward(images [1,M,3,224,224]) -> tokens [1,M,N,C_enc]`` (what :meth:`MVDust3R.encode` returns)."""
+
+    def __init__(self, net: MVDust3R) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net.encode(images)
+
+
+class MVDust3RDecoderWrapper(nn.Module):
+    """``forward(tokens [1,V,N,C_enc], images [1,V,3,224,224]) -> (pts3d, conf)`` like
+    :class:`MVDust3RExportWrapper`; the images only feed the heads' skip branch."""
+
+    def __init__(self, net: MVDust3R, paths: Sequence[int] = (0,)) -> None:
+        super().__init__()
+        self.net = net
+        self.paths = [int(p) for p in paths]
+
+    def forward(self, tokens: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net.decode(tokens, images, paths=self.paths)
+        return out["pts3d"], out["conf"]
+
+
 def export_name(net: MVDust3R, num_views: int, paths: Sequence[int]) -> str:
     return f"{net.config.name}_v{num_views}_p{''.join(map(str, paths))}"
+
+
+def encoder_export_name(net: MVDust3R, num_views: int) -> str:
+    return f"{net.config.name}_enc_v{num_views}"
+
+
+def decoder_export_name(net: MVDust3R, num_views: int, paths: Sequence[int]) -> str:
+    return f"{net.config.name}_dec_v{num_views}_p{''.join(map(str, paths))}"
+
+
+def _example_images(net: MVDust3R, num_views: int) -> Tensor:
+    h, w = net.config.img_size
+    return torch.rand(1, num_views, 3, h, w) * 2 - 1
+
+
+def _export(
+    module: nn.Module, example: tuple[Tensor, ...], path: str | Path, inputs: list[str], outputs: list[str],
+    opset_version: int,
+) -> Path:
+    path = Path(path)
+    register_expm1(opset_version)
+    with torch.no_grad():
+        torch.onnx.export(
+            module.eval(),
+            example,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            opset_version=opset_version,
+            dynamo=False,
+        )
+    return path
+
+
+def _check_views(net: MVDust3R, num_views: int) -> None:
+    cfg = net.config
+    if num_views < cfg.min_views:
+        raise ValueError(f"{cfg.name} needs at least {cfg.min_views} views, got {num_views}")
 
 
 def export_onnx(
     net: MVDust3R, path: str | Path, num_views: int, paths: Sequence[int] = (0,), opset_version: int = _OPSET
 ) -> Path:
     """Export ``net`` for ``num_views`` views and the given head ``paths``; returns the file path."""
-    cfg = net.config
-    if num_views < cfg.min_views:
-        raise ValueError(f"{cfg.name} needs at least {cfg.min_views} views, got {num_views}")
-    path = Path(path)
-    register_expm1(opset_version)
-    wrapper = MVDust3RExportWrapper(net.eval(), paths).eval()
-    h, w = cfg.img_size
-    example = torch.rand(1, num_views, 3, h, w) * 2 - 1
+    _check_views(net, num_views)
+    wrapper = MVDust3RExportWrapper(net.eval(), paths)
+    return _export(wrapper, (_example_images(net, num_views),), path, INPUT_NAMES, OUTPUT_NAMES, opset_version)
+
+
+def export_encoder_onnx(net: MVDust3R, path: str | Path, num_views: int, opset_version: int = _OPSET) -> Path:
+    """Export the encoder for ``num_views`` views (any count >= 1: the cache encodes only new views)."""
+    if num_views < 1:
+        raise ValueError(f"the encoder needs at least one view, got {num_views}")
+    wrapper = MVDust3REncoderWrapper(net.eval())
+    example = (_example_images(net, num_views),)
+    return _export(wrapper, example, path, ENCODER_INPUT_NAMES, ENCODER_OUTPUT_NAMES, opset_version)
+
+
+def export_decoder_onnx(
+    net: MVDust3R, path: str | Path, num_views: int, paths: Sequence[int] = (0,), opset_version: int = _OPSET
+) -> Path:
+    """Export decoder + heads for ``num_views`` views and the given head ``paths``."""
+    _check_views(net, num_views)
+    images = _example_images(net, num_views)
     with torch.no_grad():
-        torch.onnx.export(
-            wrapper,
-            (example,),
-            str(path),
-            input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
-            opset_version=opset_version,
-            dynamo=False,
-        )
-    return path
+        tokens = net.eval().encode(images)  # real token statistics: the trace only needs the shape
+    wrapper = MVDust3RDecoderWrapper(net, paths)
+    return _export(wrapper, (tokens, images), path, DECODER_INPUT_NAMES, DECODER_OUTPUT_NAMES, opset_version)

@@ -1,9 +1,16 @@
-"""Engine-facing MV-DUSt3R(+) inference: robot images in, pointmaps, intrinsics and poses out."""
+"""Engine-facing MV-DUSt3R(+) inference: robot images in, pointmaps, intrinsics and poses out.
+
+The network runs either eagerly in torch or through a runtime runner
+(:class:`recon_ros.runtime.runners.MVDust3RRunner`: ONNX Runtime or TensorRT). Both expose the same
+two calls, ``encode`` (per view) and ``decode`` (decoder + heads for the whole window), so the
+encoder-token cache works the same way whatever runs the network.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -12,6 +19,31 @@ from ...geometry.pointmap_poses import DEFAULT_MIN_CONF_PERCENT, recover_poses
 from .network import MVDust3R, slot_to_view
 from .preprocess import preprocess_views, reference_order
 from .token_cache import EncoderTokenCache
+
+#: Substrings (lower case) of the errors ONNX Runtime and TensorRT raise when memory runs out (ORT's CUDA
+#: arena: "Failed to allocate memory for requested buffer"; CUDA: "out of memory" /
+#: cudaErrorMemoryAllocation; host allocations in C++: std::bad_alloc).
+OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "cudaerrormemoryallocation")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's ``OutOfMemoryError`` (CUDA), ``MemoryError`` (host) and for errors whose message
+    says memory ran out: ONNX Runtime raises its own exception types (not ``RuntimeError``) and
+    TensorRT / CUDA report through ``RuntimeError``, so the message is the common ground."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return any(m in text for m in OOM_MESSAGES)
+
+
+class NetworkRunner(Protocol):
+    """What the predictor needs from a runtime runner (:class:`~recon_ros.runtime.runners.MVDust3RRunner`)."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(
+        self, tokens: torch.Tensor, images: torch.Tensor, paths: Sequence[int] = (0,)
+    ) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
@@ -54,6 +86,10 @@ class MVDust3RPredictor:
 
     ``paths``: which reference-view paths get heads (path 0 is always needed: its frame is view 0).
     With ``keys`` (one hashable keyframe id per image) encoder tokens are cached across calls.
+    ``runner``: run the network through a runtime runner (ONNX Runtime / TensorRT encoder and decoder
+    graphs, see :class:`~recon_ros.runtime.runners.MVDust3RRunner`) instead of eager torch; the model
+    then only provides the configuration (and the weights the runner exports), and is not moved to
+    ``device``.
     """
 
     def __init__(
@@ -64,9 +100,13 @@ class MVDust3RPredictor:
         cache_size: int = 32,
         min_conf_percent: float = DEFAULT_MIN_CONF_PERCENT,
         reorder: bool = True,
+        runner: NetworkRunner | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.runner = runner
+        # With a runner the torch weights would only duplicate the backend's copy on the device.
+        self.model = (model.to(self.device) if runner is None else model).eval()
+        self.network: MVDust3R | NetworkRunner = self.model if runner is None else runner
         self.paths = [int(p) for p in paths]
         if 0 not in self.paths:
             raise ValueError("paths must include path 0 (pointmaps in view 0's frame)")
@@ -75,6 +115,16 @@ class MVDust3RPredictor:
         self.cache = EncoderTokenCache(cache_size)
         self.min_conf_percent = min_conf_percent
         self.reorder = reorder
+
+    def release_memory(self, num_views: int) -> None:
+        """Free what a failed ``num_views``-view run may hold: the runner's sessions / engines for that
+        view count (each holds device memory, and a smaller window needs new ones) and torch's cached
+        CUDA blocks (ONNX Runtime and TensorRT allocate outside torch's allocator)."""
+        release = getattr(self.runner, "release", None)
+        if callable(release):
+            release(num_views)
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     @torch.no_grad()
     def predict(
@@ -93,11 +143,16 @@ class MVDust3RPredictor:
         order, inverse = reference_order(v) if self.reorder else (list(range(v)), list(range(v)))
         prep = preprocess_views([images[i] for i in order], None if K is None else [K[i] for i in order])
         imgs = prep.images.to(self.device)
-        if keys is None:
-            tokens = self.model.encode(imgs.unsqueeze(0))
-        else:
-            tokens = self.cache.encode(self.model, imgs, [keys[i] for i in order])
-        out = self.model.decode(tokens, imgs.unsqueeze(0), paths=self.paths)
+        try:
+            if keys is None:
+                tokens = self.network.encode(imgs.unsqueeze(0))
+            else:
+                tokens = self.cache.encode(self.network, imgs, [keys[i] for i in order])
+            out = self.network.decode(tokens, imgs.unsqueeze(0), paths=self.paths)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                self.release_memory(v)
+            raise
         pts_all = out["pts3d"][0].float().cpu().numpy()  # [P, slots, H, W, 3]
         conf_all = out["conf"][0].float().cpu().numpy()
         table = slot_to_view(v, cfg.num_paths)

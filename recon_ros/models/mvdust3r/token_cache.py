@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+from typing import Protocol
 
 import torch
 
-from .network import MVDust3R
+
+class TokenEncoder(Protocol):
+    """``encode(images [1, M, 3, H, W]) -> tokens [1, M, N, C]``: :class:`MVDust3R` or
+    :class:`recon_ros.runtime.runners.MVDust3RRunner`."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
 class EncoderTokenCache:
@@ -50,7 +56,7 @@ class EncoderTokenCache:
     def clear(self) -> None:
         self._store.clear()
 
-    def encode(self, model: MVDust3R, images: torch.Tensor, keys: Sequence[Hashable]) -> torch.Tensor:
+    def encode(self, model: TokenEncoder, images: torch.Tensor, keys: Sequence[Hashable]) -> torch.Tensor:
         """Tokens ``[1, V, N, C]`` of images ``[V, 3, H, W]``, encoding only views missing from the cache."""
         if len(keys) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(keys)} keys")
