@@ -272,7 +272,7 @@ def test_runner_release_and_torch_backend(tmp_path) -> None:
 
 
 def test_out_of_memory_errors_are_recognised() -> None:
-    from recon_ros.models.mvdust3r.predictor import is_out_of_memory
+    from recon_ros.runtime.memory import is_out_of_memory
 
     class Fail(Exception):  # ONNX Runtime's pybind exceptions are not RuntimeErrors
         pass

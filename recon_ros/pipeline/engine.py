@@ -191,6 +191,8 @@ class ReconstructionEngine:
             # learned depth runs smaller after an out-of-memory error (1.0 = full view size)
             "depth_scale": getattr(self.depth_source, "scale", 1.0),
             "depth_oom_fallbacks": getattr(self.depth_source, "oom_fallbacks", 0),
+            # learned pose sources report their window and fallbacks (e.g. after out-of-memory)
+            **(self.pose_source.status() if hasattr(self.pose_source, "status") else {}),
         }
 
     def _start_segment(self, stamp_ns: int, why: str) -> None:

@@ -39,9 +39,9 @@ import torch
 
 from recon_ros.config import ReconConfig
 from recon_ros.geometry.se3 import Sim3, make_transform, umeyama
-from recon_ros.models.mvdust3r.predictor import is_out_of_memory
 from recon_ros.pipeline.frames import FrameSet, Keyframe, View
 from recon_ros.pipeline.sources import PoseUpdate
+from recon_ros.runtime.memory import is_out_of_memory
 
 if TYPE_CHECKING:
     from recon_ros.models.mvdust3r.config import MVDust3RConfig

@@ -6,11 +6,16 @@ import gc
 
 import torch
 
+# Lower-case substrings of the errors backends raise when memory runs out (ORT's CUDA arena: "Failed to
+# allocate memory for requested buffer"; CUDA: "out of memory" / cudaErrorMemoryAllocation; C++ host
+# allocations: std::bad_alloc).
 _OOM_PHRASES = ("out of memory", "failed to allocate memory", "bad_alloc", "cudaerrormemoryallocation")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for torch's OutOfMemoryError and for backend errors that report an allocation failure."""
+    """True for torch's ``OutOfMemoryError`` (CUDA), ``MemoryError`` (host) and errors whose message says
+    memory ran out: ONNX Runtime raises its own exception types and TensorRT / CUDA report through
+    ``RuntimeError``, so the message is the common ground."""
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc).lower()

@@ -16,24 +16,10 @@ import numpy as np
 import torch
 
 from ...geometry.pointmap_poses import DEFAULT_MIN_CONF_PERCENT, recover_poses
+from ...runtime.memory import is_out_of_memory
 from .network import MVDust3R, slot_to_view
 from .preprocess import preprocess_views, reference_order
 from .token_cache import EncoderTokenCache
-
-#: Substrings (lower case) of the errors ONNX Runtime and TensorRT raise when memory runs out (ORT's CUDA
-#: arena: "Failed to allocate memory for requested buffer"; CUDA: "out of memory" /
-#: cudaErrorMemoryAllocation; host allocations in C++: std::bad_alloc).
-OOM_MESSAGES = ("out of memory", "failed to allocate memory", "bad_alloc", "cudaerrormemoryallocation")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for torch's ``OutOfMemoryError`` (CUDA), ``MemoryError`` (host) and for errors whose message
-    says memory ran out: ONNX Runtime raises its own exception types (not ``RuntimeError``) and
-    TensorRT / CUDA report through ``RuntimeError``, so the message is the common ground."""
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return any(m in text for m in OOM_MESSAGES)
 
 
 class NetworkRunner(Protocol):
