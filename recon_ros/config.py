@@ -131,6 +131,10 @@ class RuntimeConfig:
     device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'.")
     fp16: bool = _f(False, "Half precision on GPU backends.")
     engine_cache_dir: str = _f("~/.cache/recon_ros/engines", "Where TensorRT engines are built and cached.")
+    engine_on_stale: str = _f(
+        "rebuild", "A cached engine built for another GPU, TensorRT version, checkpoint or shape: rebuild it "
+        "(logged) or refuse to start.", ("rebuild", "refuse"),
+    )
     queue_size: int = _f(2, "Frame sets waiting for the inference worker; the oldest is dropped when full.")
     threads: int = _f(0, "CPU threads for torch (0 = torch default).")
 

@@ -170,7 +170,8 @@ def build_learned_depth_source(cfg: ReconConfig, device: str = "cpu") -> DiffMVS
 
         cache = Path(cfg.runtime.engine_cache_dir).expanduser() / source
         runner = DiffMVSRunner(
-            net, backend, device, cache_dir=cache, fp16=cfg.runtime.fp16, threads=cfg.runtime.threads
+            net, backend, device, cache_dir=cache, fp16=cfg.runtime.fp16, threads=cfg.runtime.threads,
+            on_stale=cfg.runtime.engine_on_stale,
         )
     predictor = DiffMVSPredictor(net, device=device, runner=runner)
     thresholds = tuple(float(t) for t in cfg.fusion.stage_confidence_thresholds) or None

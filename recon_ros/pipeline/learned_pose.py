@@ -481,7 +481,8 @@ def build_learned_pose_source(cfg: ReconConfig, device: str = "cpu") -> MVDust3R
 
         cache_dir = Path(cfg.runtime.engine_cache_dir).expanduser() / cfg.pose.source
         runner = MVDust3RRunner(
-            model, backend, device, cache_dir=cache_dir, fp16=cfg.runtime.fp16, threads=cfg.runtime.threads
+            model, backend, device, cache_dir=cache_dir, fp16=cfg.runtime.fp16, threads=cfg.runtime.threads,
+            on_stale=cfg.runtime.engine_on_stale,
         )
     window = cfg.pose.window_keyframes
     # Keys are (keyframe id, camera): one window's worth of entries (+ one keyframe of headroom)
