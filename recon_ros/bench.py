@@ -104,6 +104,30 @@ def measure(fn: Callable[[], Any], runs: int, warmup: int, device: str, trace_py
     )
 
 
+def measure_interleaved(
+    fns: dict[str, Callable[[], Any]], runs: int, warmup: int, device: str
+) -> dict[str, Measurement]:
+    """Time several variants round-robin (A B C A B C ...), so that a machine whose load drifts
+    during a long benchmark slows every variant alike and their ratios stay meaningful."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    cuda = device.startswith("cuda")
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    peaks: dict[str, float] = {k: 0.0 for k in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            gc.collect()
+            with _RssSampler() as rss:
+                t0 = time.perf_counter()
+                fn()
+                if cuda:
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+            peaks[name] = max(peaks[name], rss.peak / 2**20)
+    return {k: Measurement(statistics.median(times[k]), times[k], peaks[k]) for k in fns}
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -170,6 +194,8 @@ def _mvd_config(size: str):
 
 
 def _bench_mvdust3r(args: argparse.Namespace, backends: list[str], device: str, tmp: Path) -> dict:
+    """Per view count, measured round-robin: path 0 per backend, all 4 paths (torch), and a window
+    whose older half is in the encoder-token cache (torch; the newest keyframe's views re-encoded)."""
     from recon_ros.models.mvdust3r.network import MVDust3R
     from recon_ros.runtime.runners import MVDust3RRunner
 
@@ -181,34 +207,40 @@ def _bench_mvdust3r(args: argparse.Namespace, backends: list[str], device: str, 
         res: dict[str, Any] = {}
         with torch.inference_mode():
             res["gflops_path0"] = count_flops(lambda n=net, x=images: n(x, paths=[0])) / 1e9
+            res["gflops_all_paths"] = count_flops(lambda n=net, x=images: n(x, paths=None)) / 1e9
+        fns: dict[str, Callable[[], Any]] = {}
+        x_dev = images.to(device)
         for be in backends:
             try:
                 runner = MVDust3RRunner(net, be, device, cache_dir=tmp / "mvdp", threads=args.threads)
-                x = images.to(device)
                 t0 = time.perf_counter()
                 runner.backend_for(v, [0])
-                res[f"{be}_prepare_s"] = time.perf_counter() - t0
-                res[be] = dataclasses.asdict(measure(lambda r=runner, x=x: r(x, [0]), args.runs, args.warmup, device))
-            except Exception as exc:
+                res[f"{be}_prepare_s"] = time.perf_counter() - t0  # export (+ engine build)
+                fns[be] = lambda r=runner, x=x_dev: r(x, [0])
+            except Exception as exc:  # one backend failing must not hide the others
                 res[be] = {"error": f"{type(exc).__name__}: {exc}"}
-        # Heads of all 4 paths vs path 0 only (torch): what the extra reference views cost.
         net.to(device)
         x = images.to(device)
+        new = max(1, v // 2)  # window of 2 keyframes: the newest keyframe brings half the views
         with torch.inference_mode():
-            all_paths = measure(lambda x=x: net(x, paths=None), args.runs, 0, device)
-            res["torch_all_paths"] = dataclasses.asdict(all_paths)
-            # Token cache: a new keyframe re-encodes only its own views, the decoder still sees all.
             tokens = net.encode(x)
-            new = max(1, v // 2)
-            cached = measure(
-                lambda x=x, t=tokens, k=v - new: net.decode(
-                    torch.cat((t[:, :k], net.encode(x[:, k:])), dim=1), x, paths=[0]),
-                args.runs, 0, device)
-            res["torch_token_cache_new_views"] = new
-            res["torch_token_cache"] = dataclasses.asdict(cached)
-        if "torch" in res and "median_s" in res["torch"]:
-            res["all_paths_over_path0"] = all_paths.median_s / res["torch"]["median_s"]
-            res["token_cache_over_full"] = cached.median_s / res["torch"]["median_s"]
+        res["torch_token_cache_new_views"] = new
+
+        def all_paths(x=x) -> None:
+            with torch.inference_mode():
+                net(x, paths=None)
+
+        def token_cache(x=x, t=tokens, k=v - new) -> None:
+            with torch.inference_mode():
+                net.decode(torch.cat((t[:, :k], net.encode(x[:, k:])), dim=1), x, paths=[0])
+
+        fns["torch_all_paths"] = all_paths
+        fns["torch_token_cache"] = token_cache
+        for name, m in measure_interleaved(fns, args.runs, args.warmup, device).items():
+            res[name] = dataclasses.asdict(m)
+        if "median_s" in res.get("torch", {}):
+            res["all_paths_over_path0"] = res["torch_all_paths"]["median_s"] / res["torch"]["median_s"]
+            res["token_cache_over_full"] = res["torch_token_cache"]["median_s"] / res["torch"]["median_s"]
         out[f"views_{v}"] = res
     return out
 
