@@ -17,7 +17,6 @@ import statistics
 import tempfile
 import threading
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     g.add_argument("--quick", action="store_true", help="Small sizes and 1 run each (about 2 min on 2 CPU cores).")
     g.add_argument("--backends", default="torch,onnxruntime", help="Comma list of torch,onnxruntime,tensorrt.")
     g.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]'.")
-    g.add_argument("--views", type=int, default=5, help="DiffMVS views (reference + sources).")
+    g.add_argument("--views", default="5", help="Comma list of DiffMVS view counts (reference + sources).")
     g.add_argument("--width", type=int, default=640, help="DiffMVS image width (multiple of 32).")
     g.add_argument("--height", type=int, default=512, help="DiffMVS image height (multiple of 32).")
     g.add_argument("--mvd-views", default="4,8", help="Comma list of MV-DUSt3R+ view counts.")
@@ -52,8 +51,7 @@ class Measurement:
     median_s: float
     runs: list[float]
     peak_rss_mb: float  # process RSS high-water mark during the runs (sampled every 5 ms)
-    peak_py_mb: float | None = None  # tracemalloc peak (Python allocations only; torch/ORT use C++)
-    cuda_max_mb: float | None = None
+    cuda_max_mb: float | None = None  # torch's CUDA allocator peak during the runs (torch backends only)
 
 
 class _RssSampler:
@@ -76,34 +74,6 @@ class _RssSampler:
         self._t.join()
 
 
-def measure(fn: Callable[[], Any], runs: int, warmup: int, device: str, trace_python: bool = False) -> Measurement:
-    for _ in range(warmup):
-        fn()
-    gc.collect()
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    if trace_python:
-        tracemalloc.start()
-    times = []
-    with _RssSampler() as rss:
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    py = None
-    if trace_python:
-        py = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
-    return Measurement(
-        statistics.median(times), times, rss.peak / 2**20, py,
-        torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-    )
-
-
 def measure_interleaved(
     fns: dict[str, Callable[[], Any]], runs: int, warmup: int, device: str
 ) -> dict[str, Measurement]:
@@ -115,9 +85,13 @@ def measure_interleaved(
     cuda = device.startswith("cuda")
     times: dict[str, list[float]] = {k: [] for k in fns}
     peaks: dict[str, float] = {k: 0.0 for k in fns}
+    cuda_peaks: dict[str, float | None] = {k: None for k in fns}
     for _ in range(runs):
         for name, fn in fns.items():
             gc.collect()
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
             with _RssSampler() as rss:
                 t0 = time.perf_counter()
                 fn()
@@ -125,7 +99,9 @@ def measure_interleaved(
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - t0)
             peaks[name] = max(peaks[name], rss.peak / 2**20)
-    return {k: Measurement(statistics.median(times[k]), times[k], peaks[k]) for k in fns}
+            if cuda:
+                cuda_peaks[name] = max(cuda_peaks[name] or 0.0, torch.cuda.max_memory_allocated() / 2**20)
+    return {k: Measurement(statistics.median(times[k]), times[k], peaks[k], cuda_peaks[k]) for k in fns}
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -144,10 +120,11 @@ def _bench_diffmvs(args: argparse.Namespace, backends: list[str], device: str, t
     from recon_ros.runtime.runners import DiffMVSRunner
 
     out: dict[str, Any] = {}
-    for preset in ("diffmvs_blend", "casdiffmvs_blend"):
+    view_counts = [int(x) for x in str(args.views).split(",") if x]
+    for preset, v in [(p, v) for p in ("diffmvs_blend", "casdiffmvs_blend") for v in view_counts]:
         torch.manual_seed(0)
         net = DiffMVSNet(get_config(preset)).eval()
-        v, h, w = args.views, args.height, args.width
+        h, w = args.height, args.width
         images, proj, dv, *noise = dx.example_inputs(net, v, h, w)
         imgs = [images[i : i + 1] for i in range(v)]
         projd = {f"stage{i + 1}": proj[i : i + 1] for i in range(3)}
@@ -155,30 +132,30 @@ def _bench_diffmvs(args: argparse.Namespace, backends: list[str], device: str, t
         with torch.inference_mode():
             res["gflops"] = count_flops(
                 lambda n=net, i=imgs, p=projd, d=dv, z=noise: n(i, p, d, noise=list(z))) / 1e9
-        for be in backends:
+        fns: dict[str, Callable[[], Any]] = {}
+        for be in [b for b in backends if b != "torch"]:  # export from the CPU weights first
             try:
-                if be == "torch":
-                    net.to(device)
-                    i2 = [t.to(device) for t in imgs]
-                    p2 = {k: t.to(device) for k, t in projd.items()}
-                    d2, n2 = dv.to(device), [t.to(device) for t in noise]
-
-                    def run(n=net, i2=i2, p2=p2, d2=d2, n2=n2) -> None:
-                        with torch.inference_mode():
-                            n(i2, p2, d2, noise=n2)
-                else:
-                    runner = DiffMVSRunner(net.cpu(), be, device, cache_dir=tmp / preset, threads=args.threads)
-                    t0 = time.perf_counter()
-                    runner.backend_for(v, h, w)
-                    res[f"{be}_prepare_s"] = time.perf_counter() - t0  # export (+ engine build)
-
-                    def run(r=runner, i=imgs, p=projd, d=dv, z=noise) -> None:
-                        r(i, p, d, list(z))
-
-                res[be] = dataclasses.asdict(measure(run, args.runs, args.warmup, device))
+                runner = DiffMVSRunner(net.cpu(), be, device, cache_dir=tmp / preset, threads=args.threads)
+                t0 = time.perf_counter()
+                runner.backend_for(v, h, w)
+                res[f"{be}_prepare_s"] = time.perf_counter() - t0  # export (+ engine build)
+                fns[be] = lambda r=runner, i=imgs, p=projd, d=dv, z=noise: r(i, p, d, list(z))
             except Exception as exc:  # one backend failing must not hide the others
                 res[be] = {"error": f"{type(exc).__name__}: {exc}"}
-        out[preset] = res
+        if "torch" in backends:
+            net.to(device)
+            i2 = [t.to(device) for t in imgs]
+            p2 = {k: t.to(device) for k, t in projd.items()}
+            d2, n2 = dv.to(device), [t.to(device) for t in noise]
+
+            def run(n=net, i2=i2, p2=p2, d2=d2, n2=n2) -> None:
+                with torch.inference_mode():
+                    n(i2, p2, d2, noise=n2)
+
+            fns = {"torch": run, **fns}
+        for name, m in measure_interleaved(fns, args.runs, args.warmup, device).items():
+            res[name] = dataclasses.asdict(m)
+        out[preset if len(view_counts) == 1 else f"{preset}_v{v}"] = res
     return out
 
 
