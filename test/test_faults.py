@@ -363,3 +363,39 @@ def test_wrong_and_unknown_message_types(tmp_path: Path, seq, caplog) -> None:
         "sensor_msgs/msg/Image" in caplog.text
     assert s["keyframes"] >= 3  # the unknown acme type on another topic is ignored
     assert s["images_total"] == 4 * 16 + 16
+
+
+# ---- errors inside the engine ---------------------------------------------------------------------
+def test_stage_error_drops_one_set_and_ids_stay_unique(tmp_path: Path, seq, caplog, monkeypatch) -> None:
+    write_bag(tmp_path / "ok", seq)
+    config = from_dict({"cameras": seq.camera_names, **BASE_CFG})
+    engine = ReconstructionEngine(config, depth_source=FlatDepth())
+    real_fuse, calls = engine._fuse, []
+
+    def fuse(ids: list[int]):  # fusion fails once, after the keyframe entered the buffer
+        calls.append(ids)
+        if len(calls) == 3:
+            raise RuntimeError("injected fusion failure")
+        return real_fuse(ids)
+
+    monkeypatch.setattr(engine, "_fuse", fuse)
+    with caplog.at_level(logging.WARNING, logger="recon_ros"):
+        res = run_bag(tmp_path / "ok", None, config, progress=False, keep_outputs=True, engine=engine)
+    s = res.summary
+    assert s["images_dropped"] == {"processing_error": 4} and s["accounted"]
+    assert "failed: injected fusion failure" in caplog.text
+    ids = [k.keyframe_id for k in res.keyframes]
+    assert len(ids) == len(set(ids)) and len(ids) >= 4  # went on
+    assert len(set(range(max(ids) + 1)) - set(ids)) == 1  # the failed keyframe's id is not reused
+    assert len({kf.id for kf in engine.keyframes}) == len(engine.keyframes)
+
+
+def test_published_path_is_thinned_evenly() -> None:
+    from recon_ros.io.outputs import thin_path
+
+    path = [(i, np.eye(4)) for i in range(10_000)]
+    thin = thin_path(path, 500)
+    stamps = [s for s, _ in thin]
+    assert len(thin) == 500 and stamps[0] == 0 and stamps[-1] == 9_999
+    assert max(np.diff(stamps)) - min(np.diff(stamps)) <= 1  # evenly spread
+    assert thin_path(path[:10], 500) == path[:10]

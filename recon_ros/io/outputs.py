@@ -93,10 +93,24 @@ def map_message(kit: MessageKit, cfg: ReconConfig, points: np.ndarray, colors: n
     return make_pointcloud2(kit, points, colors, stamp_ns, cfg.frames.map)
 
 
+#: Poses in one published Path. The engine keeps up to 10 000 keyframe poses; sending them all after
+#: every keyframe costs ~0.5 s of message building at the cap, so the message is thinned evenly.
+MAX_PUBLISHED_PATH_POSES = 500
+
+
+def thin_path(path: list[tuple[int, np.ndarray]], limit: int = MAX_PUBLISHED_PATH_POSES
+              ) -> list[tuple[int, np.ndarray]]:
+    """At most ``limit`` poses spread evenly over ``path``, always keeping the first and the newest."""
+    if len(path) <= limit:
+        return path
+    idx = np.unique(np.linspace(0, len(path) - 1, limit).round().astype(np.int64))
+    return [path[i] for i in idx]
+
+
 def engine_step_messages(kit: MessageKit, cfg: ReconConfig, engine: ReconstructionEngine,
                          out: KeyframeOutput) -> list[tuple[str, Any]]:
     """Everything published after one keyframe: its messages, the path and the updated map."""
-    msgs = keyframe_messages(kit, cfg, out, list(engine.path))
+    msgs = keyframe_messages(kit, cfg, out, thin_path(list(engine.path)))
     pts, cols = engine.map.arrays()
     msgs.append((cfg.output_topic("map"), map_message(kit, cfg, pts, cols, out.stamp_ns)))
     return msgs

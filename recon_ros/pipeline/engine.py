@@ -225,6 +225,7 @@ class ReconstructionEngine:
     def _process_keyframe(self, fs: FrameSet, reason: str) -> KeyframeOutput:
         self.timer.last = {}
         kf_id = self._next_id
+        self._next_id += 1  # now, so a stage failing below can never make two keyframes share an id
         with self.timer("prepare"):
             kf = Keyframe(kf_id, fs.stamp_ns, {c: self._make_view(kf_id, fs, c) for c in fs.images}, fs.T_odom_base,
                           self.segment)
@@ -260,7 +261,6 @@ class ReconstructionEngine:
         ready = self._unfused[: max(len(self._unfused) - cfg.fusion.delay_keyframes, 0)]
         clouds = self._fuse(ready)
 
-        self._next_id += 1
         self.keyframe_count += 1
         T_odom_base = fs.T_odom_base
         if T_odom_base is not None:

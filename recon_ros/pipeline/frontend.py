@@ -40,6 +40,23 @@ class RateLimitedLog:
             self.sink(message + suffix)
 
 
+class _RecordingDrops(DropCounter):
+    """Forwards the synchroniser's drops to the shared counter and remembers them for logging.
+
+    The shared counter is also written by the worker thread, so diffing its counts from the image
+    callback would race with it (and would blame worker drops on an image topic).
+    """
+
+    def __init__(self, target: DropCounter):
+        super().__init__()
+        self.target = target
+        self.recent: list[tuple[str, str]] = []
+
+    def add(self, reason: str, n: int = 1, message: str = "") -> None:
+        self.target.add(reason, n, message)
+        self.recent.append((reason, message or reason))
+
+
 class FrontEnd:
     def __init__(
         self,
@@ -57,12 +74,13 @@ class FrontEnd:
         self.frame_sets = 0
         self.camera_info: dict[str, tuple[np.ndarray, int, int]] = {}
         s = cfg.sync
+        self._sync_drops = _RecordingDrops(self.drops)
         self.sync = Synchronizer(
             cfg.cameras,
             int(s.slop_s * NS),
             int(s.timeout_s * NS),
             s.max_pending,
-            self.drops,
+            self._sync_drops,
             s.min_cameras,
             int(s.future_tolerance_s * NS),
         )
@@ -123,12 +141,10 @@ class FrontEnd:
             )
             return []
         image = CameraImage(camera, stamp_ns, rgb, K, self.cfg.optical_frame(camera))
-        before = dict(self.drops.counts)
+        self._sync_drops.recent.clear()
         completed = self.sync.add(image)
-        for reason, n in self.drops.counts.items():
-            if n > before.get(reason, 0):
-                detail = self.drops.last_message.get(reason, reason)
-                self.warn(f"{topic}:{reason}", f"{topic} @ {stamp_ns / NS:.3f} s dropped ({reason}): {detail}")
+        for reason, detail in self._sync_drops.recent:
+            self.warn(f"{topic}:{reason}", f"{topic} @ {stamp_ns / NS:.3f} s dropped ({reason}): {detail}")
         self.waiting_for_tf.extend(completed)
         return self._attach_tf(newest_ns=self.sync.newest_ns or stamp_ns)
 
