@@ -296,9 +296,13 @@ class ReconstructionEngine:
                     others = select_sources(view, same, self._depth_range(view), cfg.fusion.max_views, 0.05, 0.0)
                     keep = fuse_view(view, others, cfg.fusion, self.device) & (view.depth <= cfg.map.max_range_m)
                     clouds.append(self._cloud_output(view, keep))
-        with self.timer("map"):
-            for c in clouds:
-                self.map.insert(transform_points(c.T_map_cam, c.points_cam.astype(np.float64)), c.colors)
+        with self.timer("map"):  # one insert per step: each insert re-downsamples the whole map
+            kept = [c for c in clouds if len(c.points_cam)]
+            if kept:
+                self.map.insert(
+                    np.concatenate([transform_points(c.T_map_cam, c.points_cam.astype(np.float64)) for c in kept]),
+                    np.concatenate([c.colors for c in kept]),
+                )
         return clouds
 
     def _view_output(self, view: View, sources: list[View]) -> ViewOutput:
