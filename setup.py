@@ -28,6 +28,7 @@ setup(
         "open3d-cpu>=0.18; platform_machine=='x86_64'",
         "open3d>=0.18; platform_machine!='x86_64'",
         "rosbags==0.11.9",
+        "mcap>=1.1",  # zstandard/lz4 for compressed chunks of damaged recordings (io/mcap_salvage.py)
         "pillow>=10",
         "pyyaml>=6",
         "tqdm>=4.60",

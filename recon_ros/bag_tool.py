@@ -80,6 +80,7 @@ def run_bag(
         bar = tqdm(total=total_images, desc="frames", unit="img", disable=not progress)
         images_read: Counter[str] = Counter()
         unknown_types: set[tuple[str, str]] = set()
+        uncopyable: set[str] = set()
         image_type = "sensor_msgs/msg/CompressedImage" if cfg.topics.compressed else "sensor_msgs/msg/Image"
         expected_types = {**dict.fromkeys(image_topics, image_type),
                           **dict.fromkeys(info_topics, "sensor_msgs/msg/CameraInfo"),
@@ -100,8 +101,13 @@ def run_bag(
 
         try:
             for m in reader.messages():
-                if writer is not None:
-                    writer.write_raw(m)
+                if writer is not None and m.topic not in uncopyable:
+                    try:
+                        writer.write_raw(m)
+                    except Exception as exc:  # e.g. a type without definition in a salvaged bag
+                        uncopyable.add(m.topic)
+                        LOG.warning("%s: topic %s (%s) not copied to the output: %s", input_path, m.topic,
+                                    m.msgtype, exc)
                 topic = m.topic
                 if topic in image_topics:
                     images_read[topic] += 1

@@ -321,21 +321,59 @@ def test_camera_drops_out_and_recovers(tmp_path: Path, seq, caplog) -> None:
 
 
 # ---- bags -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_truncated_bag_yields_what_precedes_the_damage(tmp_path: Path, seq, caplog, storage: str) -> None:
-    path = tmp_path / storage
-    write_bag(path, seq, storage=storage)
+def _truncate(path: Path, fraction: float) -> Path:
     data = next(p for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
     blob = data.read_bytes()
-    data.write_bytes(blob[: len(blob) * 6 // 10])
-    try:
-        s = run(path, seq, caplog)
-    except BagError as exc:  # sqlite may refuse the file outright: then the error names it
-        assert storage == "sqlite3" and str(data.name) in str(exc) or str(path) in str(exc)
-        return
-    assert s["bag_truncated"] and str(path) in s["bag_errors"][0] and "damaged record" in s["bag_errors"][0]
-    assert 0 < s["images_total"] < 4 * 16
-    assert s["keyframes"] >= 1
+    data.write_bytes(blob[: int(len(blob) * fraction)])
+    return data
+
+
+def test_truncated_mcap_yields_what_precedes_the_damage(tmp_path: Path, seq, caplog) -> None:
+    """A recording cut short: no footer, no index, and (here) no metadata.yaml either."""
+    path = tmp_path / "cut"
+    write_bag(path, seq)
+    (path / "metadata.yaml").unlink()
+    data = _truncate(path, 0.6)
+    s = run(path, seq, caplog)
+    errors = s["bag_errors"]
+    assert s["bag_truncated"] and f"{path}: cannot be opened with its index" in errors[0]
+    assert f"{data}: stopped reading: file ends at byte" in errors[-1] and "before its footer" in errors[-1]
+    # everything before the damage: about 60 % of the 64 images, all of them accounted for
+    assert 0.5 * 64 <= s["images_total"] < 0.6 * 64 and s["keyframes"] >= 3
+
+
+def test_salvage_reader_reads_an_intact_mcap_like_rosbags(tmp_path: Path, seq) -> None:
+    from recon_ros.io.mcap_salvage import McapSalvage
+
+    write_bag(tmp_path / "ok", seq)
+    with BagReader(tmp_path / "ok", KIT) as r:
+        expected = [(m.topic, m.log_time_ns, bytes(m.raw)) for m in r.messages()]
+    salvage = McapSalvage(next((tmp_path / "ok").glob("*.mcap")))
+    got = [(salvage.channels[m.channel_id].topic, m.log_time_ns, m.data) for m in salvage.messages()]
+    assert salvage.complete and salvage.error == ""
+    assert sorted(got) == sorted(expected) and len(got) == 1 + 16 * 9
+    assert {c.msgtype for c in salvage.channels.values()} == {
+        "tf2_msgs/msg/TFMessage", "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"}
+
+
+def test_output_of_a_salvaged_bag_is_readable(tmp_path: Path, seq) -> None:
+    write_bag(tmp_path / "cut", seq)
+    _truncate(tmp_path / "cut", 0.5)
+    cfg = from_dict({"cameras": seq.camera_names, **BASE_CFG})
+    engine = ReconstructionEngine(cfg, depth_source=FlatDepth())
+    s = run_bag(tmp_path / "cut", tmp_path / "out", cfg, progress=False, engine=engine).summary
+    with BagReader(tmp_path / "out", KIT) as r:
+        counts = r.message_counts()
+    assert counts["/front/image_raw"] == s["images_read"]["/front/image_raw"] > 0  # inputs copied
+    assert counts["/recon/cloud"] > 0
+
+
+def test_damaged_sqlite_bag_is_a_clear_error(tmp_path: Path, seq) -> None:
+    path = tmp_path / "db"
+    write_bag(path, seq, storage="sqlite3")
+    _truncate(path, 0.6)
+    with pytest.raises(BagError, match=r"cannot open bag .*db: .*malformed.*sqlite3 FILE \.recover"):
+        run_bag(path, None, from_dict({"cameras": seq.camera_names}), progress=False)
 
 
 def test_wrong_and_unknown_message_types(tmp_path: Path, seq, caplog) -> None:

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from recon_ros.io.messages import MessageKit
@@ -42,13 +43,23 @@ class BagReader:
         if not self.path.exists():
             raise BagError(f"bag not found: {self.path}")
         self.kit = kit
+        self.truncated = False
+        self.errors: list[str] = []
         try:
             self._reader = AnyReader([self.path], default_typestore=kit.typestore)
             self._reader.open()
         except Exception as exc:
-            raise BagError(f"cannot open bag {self.path}: {type(exc).__name__}: {exc}") from None
-        self.truncated = False
-        self.errors: list[str] = []
+            reason = f"{type(exc).__name__}: {exc}"
+            files = _mcap_files(self.path)
+            if not files:
+                hint = " (a damaged .db3 can be rescued with `sqlite3 FILE .recover`)" if "database" in reason else ""
+                raise BagError(f"cannot open bag {self.path}: {reason}{hint}") from None
+            # No index, footer or metadata.yaml: a recording cut short. Read its records in file order.
+            self._reader = _SalvagedMcap(files, kit, self.errors)
+            self.truncated = True
+            msg = f"{self.path}: cannot be opened with its index ({reason}); reading its records in file order"
+            self.errors.append(msg)
+            LOG.warning(msg)
 
     def __enter__(self) -> BagReader:
         return self
@@ -90,6 +101,54 @@ class BagReader:
 
     def deserialize(self, message: BagMessage) -> Any:
         return self._reader.deserialize(message.raw, message.msgtype)
+
+
+def _mcap_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path] if path.suffix == ".mcap" else []
+    return sorted(path.glob("*.mcap"))
+
+
+class _SalvagedMcap:
+    """The subset of rosbags' AnyReader that BagReader uses, over :class:`McapSalvage` files."""
+
+    def __init__(self, files: list[Path], kit: MessageKit, errors: list[str]):
+        from recon_ros.io.mcap_salvage import McapSalvage
+
+        self.kit, self.errors = kit, errors
+        self.files = [McapSalvage(f) for f in files]
+        counts: dict[str, int] = {}
+        for f in self.files:  # first pass: channels and counts (messages are not kept)
+            for m in f.messages():
+                topic = f.channels[m.channel_id].topic
+                counts[topic] = counts.get(topic, 0) + 1
+        self._conns: dict[tuple[int, int], SimpleNamespace] = {}
+        for i, f in enumerate(self.files):
+            for ch in f.channels.values():
+                self._conns[(i, ch.id)] = SimpleNamespace(
+                    topic=ch.topic, msgtype=ch.msgtype, msgcount=counts.get(ch.topic, 0),
+                    msgdef=SimpleNamespace(data=ch.schema.decode("utf-8", "replace")), digest="", ext=None,
+                )
+        self.topics = {c.topic: c for c in self._conns.values()}
+        self.connections = list(self._conns.values())
+
+    def messages(self, connections: list[Any]) -> Iterator[tuple[Any, int, bytes]]:
+        wanted = {id(c) for c in connections}
+        for i, f in enumerate(self.files):
+            for m in f.messages():
+                conn = self._conns.get((i, m.channel_id))
+                if conn is not None and id(conn) in wanted:
+                    yield conn, m.log_time_ns, m.data
+            if f.error:
+                msg = f"{f.path}: stopped reading: {f.error}"
+                self.errors.append(msg)
+                LOG.warning(msg)
+
+    def deserialize(self, raw: bytes, msgtype: str) -> Any:
+        return self.kit.typestore.deserialize_cdr(raw, msgtype)
+
+    def close(self) -> None:
+        pass
 
 
 class BagWriter:
