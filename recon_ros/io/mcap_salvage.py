@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAGIC = b"\x89MCAP0\r\n"
-OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_FOOTER, OP_DATA_END = 0x03, 0x04, 0x05, 0x06, 0x02, 0x0F
+OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK = 0x02, 0x03, 0x04, 0x05, 0x06
 
 
 class Truncated(Exception):
@@ -63,17 +63,15 @@ class _Cursor:
         return bytes(self.take(self.u32())).decode("utf-8", "replace")
 
 
-def _records(buf: memoryview, partial_ok: bool) -> Iterator[tuple[int, memoryview]]:
-    """(opcode, body) of consecutive records; stops quietly at an incomplete one if ``partial_ok``."""
+def _records(buf: memoryview) -> Iterator[tuple[int, memoryview]]:
+    """(opcode, body) of the whole records in ``buf``, stopping at an incomplete one."""
     cur = _Cursor(buf)
     while cur.pos < len(buf):
         try:
             op = cur.take(1)[0]
             body = cur.take(cur.u64())
         except Truncated:
-            if partial_ok:
-                return
-            raise
+            return
         yield op, body
 
 
@@ -88,32 +86,34 @@ class McapSalvage:
         self.error = ""
 
     def messages(self) -> Iterator[SalvagedMessage]:
-        data = memoryview(self.path.read_bytes())
-        if bytes(data[: len(MAGIC)]) != MAGIC:
-            raise ValueError(f"{self.path} is not an MCAP file (magic bytes missing)")
+        """Messages in file order. The file is read one record at a time (chunks are a few MB), so a
+        large recording is never held in memory."""
         self.complete, self.error = False, ""
         schemas: dict[int, tuple[str, bytes]] = {}
-        pos = len(MAGIC)
-        try:
-            while pos < len(data):
-                if pos + 9 > len(data):
-                    raise Truncated
-                op, length = data[pos], struct.unpack("<Q", data[pos + 1 : pos + 9])[0]
-                body = data[pos + 9 : pos + 9 + length]
-                pos += 9 + length
-                if op == OP_FOOTER:
-                    self.complete = True
-                    return
-                if len(body) < length:  # the record the recorder was writing: keep what is whole
-                    if op == OP_CHUNK:
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            if f.read(len(MAGIC)) != MAGIC:
+                raise ValueError(f"{self.path} is not an MCAP file (magic bytes missing)")
+            try:
+                while True:
+                    head = f.read(9)
+                    if len(head) < 9:
+                        raise Truncated
+                    op, length = head[0], struct.unpack("<Q", head[1:])[0]
+                    body = memoryview(f.read(min(length, size - f.tell())))
+                    if op == OP_FOOTER:
+                        self.complete = True
+                        return
+                    # The record being written when the recording stopped: a chunk still holds whole
+                    # records, anything else is lost.
+                    if len(body) == length or op == OP_CHUNK:
                         yield from self._handle(op, body, schemas)
-                    raise Truncated
-                yield from self._handle(op, body, schemas)
-            raise Truncated
-        except Truncated:
-            self.error = f"file ends at byte {len(data)} before its footer (recording cut short?)"
-        except (ValueError, struct.error, UnicodeDecodeError) as exc:
-            self.error = f"damaged record before byte {pos}: {exc}"
+                    if len(body) < length:
+                        raise Truncated
+            except Truncated:
+                self.error = f"file ends at byte {size} before its footer (recording cut short?)"
+            except (ValueError, struct.error, UnicodeDecodeError) as exc:
+                self.error = f"damaged record before byte {f.tell()}: {exc}"
 
     def _handle(self, op: int, body: memoryview, schemas: dict[int, tuple[str, bytes]]
                 ) -> Iterator[SalvagedMessage]:
@@ -137,7 +137,7 @@ class McapSalvage:
                 if len(inner) < length:
                     return  # a cut compressed chunk cannot be decoded
                 inner = memoryview(_decompress(compression, bytes(inner)))
-            for iop, ibody in _records(inner, partial_ok=True):
+            for iop, ibody in _records(inner):
                 yield from self._handle(iop, ibody, schemas)
 
 

@@ -123,7 +123,6 @@ class ReconstructionEngine:
         self.selector = KeyframeSelector(cfg.keyframes)
         self.jumps = OdometryJumpDetector(cfg.pose.max_speed_mps, cfg.pose.max_turn_rate_dps)
         self.segment = 0  # bumped at each odometry jump; views pair only within a segment
-        self.odometry_jumps = 0
         self.map = VoxelMap(cfg.map.voxel_size_m, cfg.map.max_points)
         self.path: deque[tuple[int, np.ndarray]] = deque(maxlen=MAX_PATH_POSES)
         self.timer = StageTimer()
@@ -162,6 +161,11 @@ class ReconstructionEngine:
         self.selector.accept(fs.stamp_ns, fs.T_odom_base)
         self.images_in_keyframes += len(fs.images)
         return out
+
+    @property
+    def odometry_jumps(self) -> int:
+        """Odometry jumps seen so far: each one started a segment."""
+        return self.segment
 
     def reset(self) -> None:
         """Forget keyframes, map and path (the service 'reset')."""
@@ -202,7 +206,6 @@ class ReconstructionEngine:
         views only) and the map is kept: points before the jump were consistent among themselves.
         """
         self.segment += 1
-        self.odometry_jumps += 1
         self.selector.reset()
         LOG.warning("frame set @ %.3f s: %s; starting keyframe segment %d (no depth or fusion across the jump)",
                     stamp_ns * 1e-9, why, self.segment)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,14 +109,27 @@ def export_diffmvs(
     return _finish(path, name, inputs, diffmvs_export.output_names(net), shapes, sha, fp16)
 
 
-def _mvdust3r_cached(out_dir: Path, name: str, fp16: bool, sha: str) -> ExportedModel | None:
-    """A previous export of the same MV-DUSt3R graph; for FP16, also convert a cached FP32 export
-    instead of tracing again (tracing runs the full-resolution skip branch once: seconds to minutes)."""
-    if (hit := _cached(out_dir, name, fp16, sha)) is not None:
+def _export_mvdust3r_graph(
+    net: MVDust3R, out_dir: str | Path, name: str, export: Callable[[Path], Path], inputs: list[str],
+    outputs: list[str], shapes: dict[str, list[int]], fp16: bool, reuse: bool,
+) -> ExportedModel:
+    """One MV-DUSt3R graph, reusing a previous export of the same weights. For FP16 a cached FP32
+    export is converted instead of traced again (tracing runs the full-resolution skip branch once:
+    seconds to minutes)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sha = config_weights_key(net, net.config)
+    if reuse and (hit := _cached(out_dir, name, fp16, sha)) is not None:
         return hit
-    if fp16 and (base := _cached(out_dir, name, False, sha)) is not None:
+    if reuse and fp16 and (base := _cached(out_dir, name, False, sha)) is not None:
         return _finish(base.onnx_path, name, base.input_names, base.output_names, base.input_shapes, sha, True)
-    return None
+    path = export(out_dir / f"{name}.onnx")
+    return _finish(path, name, inputs, outputs, shapes, sha, fp16)
+
+
+def _images_shape(net: MVDust3R, num_views: int) -> list[int]:
+    h, w = net.config.img_size
+    return [1, num_views, 3, h, w]
 
 
 def mvdust3r_name(net: MVDust3R, num_views: int, paths: Sequence[int]) -> str:
@@ -129,17 +142,11 @@ def export_mvdust3r(
 ) -> ExportedModel:
     """MV-DUSt3R(+) for ``num_views`` views: ``images [1,V,3,224,224]`` in [-1,1] ->
     ``pts3d [1,P,V,224,224,3]``, ``conf [1,P,V,224,224]`` for the requested head ``paths``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = mvdust3r_name(net, num_views, paths)
-    sha = config_weights_key(net, net.config)
-    if reuse and (hit := _mvdust3r_cached(out_dir, name, fp16, sha)) is not None:
-        return hit
-    path = mvdust3r_export.export_onnx(net, out_dir / f"{name}.onnx", num_views, paths)
-    h, w = net.config.img_size
-    shapes = {"images": [1, num_views, 3, h, w]}
-    return _finish(
-        path, name, list(mvdust3r_export.INPUT_NAMES), list(mvdust3r_export.OUTPUT_NAMES), shapes, sha, fp16
+    return _export_mvdust3r_graph(
+        net, out_dir, mvdust3r_name(net, num_views, paths),
+        lambda path: mvdust3r_export.export_onnx(net, path, num_views, paths),
+        list(mvdust3r_export.INPUT_NAMES), list(mvdust3r_export.OUTPUT_NAMES),
+        {"images": _images_shape(net, num_views)}, fp16, reuse,
     )
 
 
@@ -148,18 +155,11 @@ def export_mvdust3r_encoder(
 ) -> ExportedModel:
     """MV-DUSt3R(+) encoder for ``num_views`` views: ``images [1,M,3,224,224]`` ->
     ``tokens [1,M,N,C_enc]`` (FP32 output also in the FP16 variant, so cached tokens are FP32)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = mvdust3r_export.encoder_export_name(net, num_views)
-    sha = config_weights_key(net, net.config)
-    if reuse and (hit := _mvdust3r_cached(out_dir, name, fp16, sha)) is not None:
-        return hit
-    path = mvdust3r_export.export_encoder_onnx(net, out_dir / f"{name}.onnx", num_views)
-    h, w = net.config.img_size
-    shapes = {"images": [1, num_views, 3, h, w]}
-    return _finish(
-        path, name, list(mvdust3r_export.ENCODER_INPUT_NAMES), list(mvdust3r_export.ENCODER_OUTPUT_NAMES),
-        shapes, sha, fp16,
+    return _export_mvdust3r_graph(
+        net, out_dir, mvdust3r_export.encoder_export_name(net, num_views),
+        lambda path: mvdust3r_export.export_encoder_onnx(net, path, num_views),
+        list(mvdust3r_export.ENCODER_INPUT_NAMES), list(mvdust3r_export.ENCODER_OUTPUT_NAMES),
+        {"images": _images_shape(net, num_views)}, fp16, reuse,
     )
 
 
@@ -169,18 +169,11 @@ def export_mvdust3r_decoder(
 ) -> ExportedModel:
     """MV-DUSt3R(+) decoder + heads for ``num_views`` views: ``tokens [1,V,N,C_enc]``,
     ``images [1,V,3,224,224]`` -> ``pts3d [1,P,V,224,224,3]``, ``conf [1,P,V,224,224]``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = mvdust3r_export.decoder_export_name(net, num_views, paths)
-    sha = config_weights_key(net, net.config)
-    if reuse and (hit := _mvdust3r_cached(out_dir, name, fp16, sha)) is not None:
-        return hit
-    path = mvdust3r_export.export_decoder_onnx(net, out_dir / f"{name}.onnx", num_views, paths)
     cfg = net.config
-    h, w = cfg.img_size
-    n = cfg.grid_size[0] * cfg.grid_size[1]
-    shapes = {"tokens": [1, num_views, n, cfg.enc_embed_dim], "images": [1, num_views, 3, h, w]}
-    return _finish(
-        path, name, list(mvdust3r_export.DECODER_INPUT_NAMES), list(mvdust3r_export.DECODER_OUTPUT_NAMES),
-        shapes, sha, fp16,
+    tokens = [1, num_views, cfg.grid_size[0] * cfg.grid_size[1], cfg.enc_embed_dim]
+    return _export_mvdust3r_graph(
+        net, out_dir, mvdust3r_export.decoder_export_name(net, num_views, paths),
+        lambda path: mvdust3r_export.export_decoder_onnx(net, path, num_views, paths),
+        list(mvdust3r_export.DECODER_INPUT_NAMES), list(mvdust3r_export.DECODER_OUTPUT_NAMES),
+        {"tokens": tokens, "images": _images_shape(net, num_views)}, fp16, reuse,
     )

@@ -169,48 +169,46 @@ class MVDust3RRunner(_ExportingRunner):
             )
         return be
 
-    def backend_for(self, num_views: int, paths: Sequence[int]) -> Backend:
-        """The whole-network backend for ``num_views`` views and head ``paths`` (built on first use)."""
-        key = ("full", num_views, tuple(paths))
+    def _backend(
+        self, key: tuple, torch_module: Callable[[], torch.nn.Module], inputs: list[str], outputs: list[str],
+        export: Callable[[MVDust3R, Path, bool], ExportedModel],
+    ) -> Backend:
+        """The backend cached under ``key``: the torch module itself, or its export (built on first use)."""
         if key not in self._backends:
             if self.backend == "torch":
-                wrapper = MVDust3RExportWrapper(self.net, paths)
-                self._backends[key] = TorchBackend(wrapper, ["images"], ["pts3d", "conf"])
+                self._backends[key] = TorchBackend(torch_module(), inputs, outputs)
             else:
                 fp16 = self._onnx_fp16()
-                self._backends[key] = self._exported(lambda n, d: export_mvdust3r(n, d, num_views, paths, fp16=fp16))
+                self._backends[key] = self._exported(lambda n, d: export(n, d, fp16))
         return self._backends[key]
+
+    def backend_for(self, num_views: int, paths: Sequence[int]) -> Backend:
+        """The whole-network backend for ``num_views`` views and head ``paths`` (built on first use)."""
+        return self._backend(
+            ("full", num_views, tuple(paths)), lambda: MVDust3RExportWrapper(self.net, paths),
+            ["images"], ["pts3d", "conf"], lambda n, d, fp16: export_mvdust3r(n, d, num_views, paths, fp16=fp16),
+        )
 
     def encoder_for(self, num_views: int) -> Backend:
         """The encoder backend for ``num_views`` views (built on first use)."""
-        key = ("encoder", num_views)
-        if key not in self._backends:
-            if self.backend == "torch":
-                self._backends[key] = TorchBackend(MVDust3REncoderWrapper(self.net), ["images"], ["tokens"])
-            else:
-                fp16 = self._onnx_fp16()
-                self._backends[key] = self._exported(lambda n, d: export_mvdust3r_encoder(n, d, num_views, fp16=fp16))
-        return self._backends[key]
+        return self._backend(
+            ("encoder", num_views), lambda: MVDust3REncoderWrapper(self.net),
+            ["images"], ["tokens"], lambda n, d, fp16: export_mvdust3r_encoder(n, d, num_views, fp16=fp16),
+        )
 
     def decoder_for(self, num_views: int, paths: Sequence[int]) -> Backend:
         """The decoder + heads backend for ``num_views`` views and head ``paths`` (built on first use)."""
-        key = ("decoder", num_views, tuple(paths))
-        if key not in self._backends:
-            if self.backend == "torch":
-                wrapper = MVDust3RDecoderWrapper(self.net, paths)
-                self._backends[key] = TorchBackend(wrapper, ["tokens", "images"], ["pts3d", "conf"])
-            else:
-                fp16 = self._onnx_fp16()
-                self._backends[key] = self._exported(
-                    lambda n, d: export_mvdust3r_decoder(n, d, num_views, paths, fp16=fp16)
-                )
-        return self._backends[key]
+        return self._backend(
+            ("decoder", num_views, tuple(paths)), lambda: MVDust3RDecoderWrapper(self.net, paths),
+            ["tokens", "images"], ["pts3d", "conf"],
+            lambda n, d, fp16: export_mvdust3r_decoder(n, d, num_views, paths, fp16=fp16),
+        )
 
     def release(self, num_views: int) -> int:
         """Drop the backends built for ``num_views`` views (sessions / engines and their device memory,
         e.g. after running out of memory with that many views); returns how many were dropped.
         The ONNX files and engines stay cached on disk."""
-        keys = [k for k in self._backends if k[0] in ("full", "decoder", "encoder") and k[1] == num_views]
+        keys = [k for k in self._backends if k[1] == num_views]  # keys are (graph, views, ...)
         for k in keys:
             del self._backends[k]
         return len(keys)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ...geometry.pointmap_poses import DEFAULT_MIN_CONF_PERCENT, recover_poses
-from ...runtime.memory import is_out_of_memory
+from ...runtime.memory import is_out_of_memory, release_cached_memory
 from .network import MVDust3R, slot_to_view
 from .preprocess import preprocess_views, reference_order
 from .token_cache import EncoderTokenCache
@@ -109,8 +109,7 @@ class MVDust3RPredictor:
         release = getattr(self.runner, "release", None)
         if callable(release):
             release(num_views)
-        if self.device.type == "cuda" and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_cached_memory()
 
     @torch.no_grad()
     def predict(
