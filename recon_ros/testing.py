@@ -34,3 +34,33 @@ def require_fixture(*parts: str) -> Path:
             f"(set {FIXTURES_ENV} to the shared fixtures folder)"
         )
     return path
+
+
+#: Relative tolerance on a confidence threshold. The fixture manifests give rtol 1e-4 for thresholds,
+#: masks and focal; the largest difference seen across machines is one float32 ulp (~1e-7 relative).
+THRESHOLD_RTOL = 1e-4
+
+
+def assert_threshold_close(name: str, mine: float, ref: float, rtol: float = THRESHOLD_RTOL) -> None:
+    """A percentile threshold equals the reference within `rtol` (a sort of float32 values may tie
+    differently on another CPU, moving the picked value by an ulp)."""
+    mine, ref = float(mine), float(ref)
+    assert abs(mine - ref) <= rtol * abs(ref), f"{name}: {mine} vs reference {ref} (rtol {rtol})"
+
+
+def assert_mask_parity(
+    name: str, mine, ref, values, threshold: float, rtol: float = THRESHOLD_RTOL
+) -> None:
+    """Masks `values >= threshold` agree except at threshold ties: a pixel may fall on either side only
+    when its value is within `rtol * |threshold|` of the threshold (the manifest's tie rule)."""
+    import numpy as np
+
+    mine, ref, values = np.asarray(mine), np.asarray(ref), np.asarray(values, dtype=np.float64)
+    assert mine.shape == ref.shape == values.shape, f"{name}: shapes {mine.shape} {ref.shape} {values.shape}"
+    differ = mine != ref
+    tie = np.abs(values - float(threshold)) <= rtol * abs(float(threshold))
+    bad = int((differ & ~tie).sum())
+    assert bad == 0, (
+        f"{name}: {bad} pixels differ away from the threshold {threshold} "
+        f"({int(differ.sum())} differ in all, {int(tie.sum())} within the tie band rtol {rtol})"
+    )

@@ -15,8 +15,8 @@ import torch
 
 from recon_ros.models.mvdust3r.checkpoint import load_mvdust3r
 from recon_ros.models.mvdust3r.config import from_manifest
-from recon_ros.models.mvdust3r.fixture_run import run_network_fixture
-from recon_ros.testing import require_fixture
+from recon_ros.models.mvdust3r.fixture_run import pose_arrays, run_network_fixture
+from recon_ros.testing import assert_mask_parity, assert_threshold_close, require_fixture
 
 OUTPUT_ARRAYS = ("pts3d", "conf", "gs_rgb_sub5", "gs_opacity_sub5", "gs_scale_sub5", "gs_rotation_sub5")
 
@@ -84,17 +84,25 @@ def check_intermediates(folder: Path, inter: dict[str, np.ndarray]) -> None:
 
 
 def check_poses(folder: Path, result: dict[str, np.ndarray]) -> None:
+    """Pose recovery parity, twice: on upstream's stored path-0 outputs (the algorithm alone, the
+    manifest's rtol 1e-4 for thresholds, masks with the tie rule, focal) and on our own network outputs
+    (end to end; their pts3d differ from upstream's within the output tolerance)."""
     ref = np.load(folder / "poses.npz")
-    for key in ("conf_thres_all", "conf_thres_focal", "min_conf_thr_percent"):
-        assert float(result[key]) == float(ref[key]), f"{key}: {float(result[key])} != {float(ref[key])}"
-    for key in ("mask_pnp", "mask_focal"):
-        n_bad = int((result[key] != ref[key]).sum())
-        assert n_bad == 0, f"{key}: {n_bad} pixels differ"
-    focal, focal_ref = float(result["focal"]), float(ref["focal"])
-    assert abs(focal - focal_ref) <= 1e-4 * abs(focal_ref), f"focal {focal} vs {focal_ref}"
-    assert_close("K", result["K"], ref["K"], 1e-4, 1e-6)
-    # c2w is informational only here (random weights: not a pinhole projection)
-    assert result["c2w"].shape == ref["c2w"].shape
+    outputs = np.load(folder / "outputs.npz")
+    conf = outputs["conf"][0]  # path 0, the run the demo recovers poses from
+    on_stored = pose_arrays(outputs["pts3d"][0], conf)
+    # The fixture's focal is degenerate (< 1 px: random weights are no pinhole camera), so the pts3d
+    # rounding our outputs carry moves it by up to 1.3e-4 relative (measured, MVDp); 1e-3 end to end.
+    for mine, focal_rtol in ((on_stored, 1e-4), (result, 1e-3)):
+        for key in ("conf_thres_all", "conf_thres_focal", "min_conf_thr_percent"):
+            assert_threshold_close(key, mine[key], ref[key])
+        assert_mask_parity("mask_pnp", mine["mask_pnp"], ref["mask_pnp"], conf, ref["conf_thres_all"])
+        assert_mask_parity("mask_focal", mine["mask_focal"], ref["mask_focal"], conf[0], ref["conf_thres_focal"])
+        focal, focal_ref = float(mine["focal"]), float(ref["focal"])
+        assert abs(focal - focal_ref) <= focal_rtol * abs(focal_ref), f"focal {focal} vs {focal_ref}"
+        assert_close("K", mine["K"], ref["K"], focal_rtol, 1e-6)
+        # c2w is informational only here (random weights: not a pinhole projection)
+        assert mine["c2w"].shape == ref["c2w"].shape
 
 
 def test_mvd_outputs(mvd_run) -> None:

@@ -13,7 +13,7 @@ from recon_ros.geometry.pointmap_poses import (
     rotation_angle_deg,
 )
 from recon_ros.models.mvdust3r.fixture_run import run_fixture
-from recon_ros.testing import require_fixture
+from recon_ros.testing import assert_mask_parity, assert_threshold_close, require_fixture
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,9 @@ def test_pose_recovery_matches_upstream(pose_fixture) -> None:
     folder, inputs, ref = pose_fixture
     out = run_fixture("pose_recovery", folder)
     for key in ("conf_thres_all", "conf_thres_focal"):
-        assert float(out[key]) == float(ref[key]), f"{key}: {float(out[key])} != {float(ref[key])}"
-    for key in ("mask_pnp", "mask_focal"):
-        assert int((out[key] != ref[key]).sum()) == 0, f"{key} differs"
+        assert_threshold_close(key, out[key], ref[key])
+    assert_mask_parity("mask_pnp", out["mask_pnp"], ref["mask_pnp"], inputs["conf"], ref["conf_thres_all"])
+    assert_mask_parity("mask_focal", out["mask_focal"], ref["mask_focal"], inputs["conf"][0], ref["conf_thres_focal"])
     rel = abs(float(out["focal"]) / float(ref["focal"]) - 1)
     assert rel <= 1e-4, f"focal {float(out['focal'])} vs {float(ref['focal'])} (rel {rel:.2e})"
     np.testing.assert_allclose(out["K"], ref["K"], rtol=1e-4)

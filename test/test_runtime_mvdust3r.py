@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon_ros.testing import require_fixture
+from recon_ros.testing import assert_mask_parity, require_fixture
 
 pytest.importorskip("onnxruntime")
 
@@ -38,8 +38,8 @@ def test_mvd_fixture_run_onnxruntime() -> None:
     with np.load(fixture / "outputs.npz") as ref:
         _check(out["pts3d"], ref["pts3d"], "pts3d")
         _check(out["conf"], ref["conf"], "conf")
-    with np.load(fixture / "poses.npz") as poses:
-        np.testing.assert_array_equal(out["mask_pnp"], poses["mask_pnp"])
+    with np.load(fixture / "poses.npz") as poses, np.load(fixture / "outputs.npz") as ref:
+        assert_mask_parity("mask_pnp", out["mask_pnp"], poses["mask_pnp"], ref["conf"][0], poses["conf_thres_all"])
 
 
 def test_mvdp_onnxruntime_path_3(tmp_path) -> None:
@@ -176,7 +176,10 @@ def test_predictor_onnxruntime_split_graphs_match_torch(mvd_backends) -> None:
     ref, ort = mvd_backends["torch"], mvd_backends["ort"]
     _check(ort.pts3d, ref.pts3d, "pts3d")
     _check(ort.conf, ref.conf, "conf")
-    np.testing.assert_array_equal(ort.mask, ref.mask)
+    from recon_ros.geometry.pointmap_poses import percentile_threshold
+
+    # ORT moves conf by <= 6.1e-5 (measured): masks may differ only at threshold ties
+    assert_mask_parity("mask", ort.mask, ref.mask, ref.conf, percentile_threshold(ref.conf, 3.0), rtol=2e-4)
     np.testing.assert_array_equal(ort.pose_ok, ref.pose_ok)
     # two graphs: the 1-view encoder (both new views were encoded one at a time) and the 2-view decoder
     assert mvd_backends["ort_backends"] == [("decoder", 2, (0,)), ("encoder", 1)]

@@ -26,7 +26,7 @@ _FIXTURE_MODEL_NAMES = {"mvd": "MVD", "mvdp": "MVDp"}
 _SUB = 5
 
 
-def _pose_arrays(pts3d: np.ndarray, conf: np.ndarray) -> dict[str, np.ndarray]:
+def pose_arrays(pts3d: np.ndarray, conf: np.ndarray) -> dict[str, np.ndarray]:
     rec = recover_poses(pts3d, conf, K=None, min_conf_percent=DEFAULT_MIN_CONF_PERCENT, refine=False)
     assert rec.focal is not None and rec.conf_thres_focal is not None and rec.mask_focal is not None
     return {
@@ -101,7 +101,7 @@ def run_network_fixture(
     table = slot_to_view(v, config.num_paths)
     result["slot_to_view"] = np.array(table, dtype=np.int64)
     result["ref_view_of_path"] = np.array([row[0] for row in table], dtype=np.int64)
-    result.update(_pose_arrays(result["pts3d"][0], result["conf"][0]))
+    result.update(pose_arrays(result["pts3d"][0], result["conf"][0]))
     return result, _intermediates(store)
 
 
@@ -121,13 +121,13 @@ def _run_onnxruntime(
     table = slot_to_view(v, config.num_paths)
     result["slot_to_view"] = np.array(table, dtype=np.int64)
     result["ref_view_of_path"] = np.array([row[0] for row in table], dtype=np.int64)
-    result.update(_pose_arrays(result["pts3d"][0], result["conf"][0]))
+    result.update(pose_arrays(result["pts3d"][0], result["conf"][0]))
     return result
 
 
 def _run_pose_recovery(fixture_dir: Path) -> dict[str, np.ndarray]:
     inputs = np.load(fixture_dir / "inputs.npz")
-    return _pose_arrays(inputs["pts3d"], inputs["conf"])
+    return pose_arrays(inputs["pts3d"], inputs["conf"])
 
 
 def _run_preprocess(fixture_dir: Path) -> dict[str, np.ndarray]:
