@@ -22,10 +22,12 @@ from recon_ros.io.bag import BagReader, BagWriter
 from recon_ros.io.messages import (
     BadMessage,
     MessageKit,
+    image_to_numpy,
     stamp_to_ns,
     transform_to_matrix,
 )
 from recon_ros.io.outputs import engine_flush_messages, engine_step_messages
+from recon_ros.pipeline.depth_metrics import PublishedDepthSummary
 from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput, ReconstructionEngine
 from recon_ros.pipeline.frames import DropCounter
 from recon_ros.pipeline.frontend import FrontEnd
@@ -61,6 +63,9 @@ def run_bag(
     engine.drops = drops
     image_topics = {cfg.image_topic(c): c for c in cfg.cameras}
     info_topics = {cfg.camera_info_topic(c): c for c in cfg.cameras}
+    gt_pattern = cfg.topics.depth_ground_truth
+    gt_topics = {gt_pattern.format(camera=c): c for c in cfg.cameras} if gt_pattern else {}
+    depth_summary = PublishedDepthSummary()
     kept: list[KeyframeOutput] = []
     kept_clouds: list[CloudOutput] = []
     t_start = time.perf_counter()
@@ -94,6 +99,8 @@ def run_bag(
                 if keep_outputs:
                     kept.append(out)
                     kept_clouds.extend(out.clouds)
+                for v in out.views:
+                    depth_summary.add_published(v.camera, v.stamp_ns, v.depth, v.confidence)
                 bar.set_postfix(keyframes=engine.keyframe_count, map=len(engine.map))
                 if writer is not None:
                     for topic, msg in engine_step_messages(kit, cfg, engine, out):
@@ -112,6 +119,14 @@ def run_bag(
                 if topic in image_topics:
                     images_read[topic] += 1
                     bar.update(1)
+                if topic in gt_topics:
+                    try:
+                        gt_msg = reader.deserialize(m)
+                        depth_summary.add_ground_truth(gt_topics[topic], stamp_to_ns(gt_msg.header.stamp),
+                                                       image_to_numpy(gt_msg).astype("float32"))
+                    except Exception as exc:
+                        LOG.warning("%s: ground-truth depth on %s unreadable: %s", input_path, topic, exc)
+                    continue
                 cam = image_topics.get(topic) or info_topics.get(topic)
                 if cam is None and topic not in ("/tf", "/tf_static"):
                     continue
@@ -178,6 +193,7 @@ def run_bag(
             "bag_truncated": reader.truncated,
             "bag_errors": reader.errors,
             "map_points": len(engine.map),
+            "published_depth": depth_summary.report(),
             "seconds_per_stage": {k: round(v, 3) for k, v in engine.timer.total.items()},
             "seconds_total": round(time.perf_counter() - t_start, 3),
         }

@@ -36,6 +36,9 @@ class TopicsConfig:
     compressed: bool = _f(False, "Subscribe to '<image>/compressed' (sensor_msgs/CompressedImage, JPEG/PNG).")
     camera_info: str = _f("/{camera}/camera_info", "CameraInfo topic per camera.")
     output_prefix: str = _f("/recon", "Prefix of every topic recon_ros publishes.")
+    depth_ground_truth: str = _f(
+        "", "Bag tool only: 32FC1 ground-truth depth topic per camera ('{camera}' is replaced), e.g. "
+        "'/{camera}/depth_ground_truth'; when set, the summary scores the published depth against it.")
 
 
 @dataclass
@@ -100,6 +103,19 @@ class DepthConfig:
     num_planes: int = _f(96, "Plane-sweep hypotheses, uniform in inverse depth.")
     zncc_window: int = _f(7, "Plane-sweep ZNCC window size in pixels (odd).")
     seed: int = _f(0, "Seed of the diffusion noise (reproducible learned depth).")
+    publish: str = _f(
+        "filtered", "Published depth images: 'filtered' (only pixels that pass the checks below) or 'raw' "
+        "(the depth source's photometric mask only).", ("filtered", "raw"),
+    )
+    publish_min_confidence: float = _f(0.5, "Published depth: minimum photometric confidence of a pixel.")
+    publish_speckle_size: int = _f(
+        100, "Published depth: blobs of at most this many pixels that differ from their surroundings are removed "
+        "(0 = off).")
+    publish_speckle_range: float = _f(0.02, "Published depth: relative depth step that separates two blobs.")
+    publish_min_consistent_views: int = _f(
+        1, "Published depth: views with depth that must agree with a pixel (when any view with depth overlaps).")
+    publish_pixel_threshold: float = _f(1.0, "Published depth: max round-trip reprojection error (px) to agree.")
+    publish_relative_depth_threshold: float = _f(0.01, "Published depth: max relative depth difference to agree.")
 
 
 @dataclass

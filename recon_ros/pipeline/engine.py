@@ -21,6 +21,7 @@ import torch
 from recon_ros.config import ReconConfig
 from recon_ros.geometry.camera import PinholeCamera, backproject
 from recon_ros.geometry.se3 import transform_points
+from recon_ros.pipeline.depth_filter import PublishedDepthFilter
 from recon_ros.pipeline.frames import DropCounter, FrameSet, Keyframe, View
 from recon_ros.pipeline.fusion import fuse_view, select_sources
 from recon_ros.pipeline.keyframes import KeyframeBuffer, KeyframeSelector, OdometryJumpDetector
@@ -118,6 +119,7 @@ class ReconstructionEngine:
             torch.set_num_threads(cfg.runtime.threads)
         self.pose_source = pose_source or build_pose_source(cfg, self.device)
         self.depth_source = depth_source or build_depth_source(cfg, self.device)
+        self.depth_filter = PublishedDepthFilter(cfg.depth, cfg.fusion.max_views, self.device)
         self.drops = drops or DropCounter()
         self.keyframes = KeyframeBuffer(cfg.keyframes.buffer_size)
         self.selector = KeyframeSelector(cfg.keyframes)
@@ -256,7 +258,7 @@ class ReconstructionEngine:
                     continue
                 est = self.depth_source.estimate(view, srcs, rng)
                 view.depth, view.confidence, view.valid = est.depth, est.confidence, est.valid
-                views_out.append(self._view_output(view, srcs))
+                views_out.append(self._view_output(view, srcs, same, rng))
 
         # delay_keyframes < buffer_size (validated), so an evicted keyframe is always fused already.
         self.keyframes.add(kf)
@@ -308,11 +310,14 @@ class ReconstructionEngine:
                 )
         return clouds
 
-    def _view_output(self, view: View, sources: list[View]) -> ViewOutput:
+    def _view_output(self, view: View, sources: list[View], neighbours: list[View],
+                     depth_range: tuple[float, float]) -> ViewOutput:
         assert view.depth is not None and view.valid is not None and view.confidence is not None
-        depth_msg = np.where(view.valid & (view.depth > 0), view.depth, np.nan).astype(np.float32)
+        # Published depth is filtered (depth.publish); fusion keeps using the raw estimate and its own checks.
+        published, confidence = self.depth_filter.apply(view, neighbours, depth_range)
+        depth_msg = np.where(published, view.depth, np.nan).astype(np.float32)
         return ViewOutput(
-            view.camera, view.frame_id, view.stamp_ns, depth_msg, view.confidence.astype(np.float32),
+            view.camera, view.frame_id, view.stamp_ns, depth_msg, confidence,
             view.K.copy(), view.T_world_cam.copy(), [s.key for s in sources],
         )
 

@@ -2,8 +2,9 @@
 
 Two passes: a sweep at half resolution over ``num_planes`` fronto-parallel planes uniform in inverse
 depth, then a full-resolution per-pixel sweep of 16 hypotheses spanning +-2 coarse steps around each pixel's best,
-finished with a parabola fit. Per hypothesis the source images are warped with ``grid_sample`` and
-ZNCC is computed with box filters; sources are combined by averaging the better half of their
+finished with a parabola fit. (A source that is the reference's rectified stereo partner is matched
+with OpenCV's StereoSGBM instead, see ``stereo_sgbm.py``.) Per hypothesis the source images are warped
+with ``grid_sample`` and ZNCC is computed with box filters; sources are combined by averaging the better half of their
 scores, which tolerates a source that is occluded at that pixel.
 """
 
@@ -20,6 +21,7 @@ from recon_ros.geometry.camera import PinholeCamera
 from recon_ros.geometry.se3 import invert
 from recon_ros.pipeline.frames import View
 from recon_ros.pipeline.sources import DepthEstimate
+from recon_ros.pipeline.stereo_sgbm import rectified_partner, sgbm_depth
 from recon_ros.pipeline.warping import as_tensor, inside, project_depths, sample
 
 REFINE_SAMPLES = 16
@@ -97,6 +99,10 @@ class PlaneSweepDepth:
         if not sources:
             zeros = np.zeros((h, w), np.float32)
             return DepthEstimate(zeros, zeros, zeros.astype(bool))
+        pair = rectified_partner(ref, sources)
+        if pair is not None:  # a rectified stereo pair: semi-global matching along the rows (stereo_sgbm.py)
+            depth_np, conf_np, valid_np = sgbm_depth(ref, pair, depth_range)
+            return DepthEstimate(depth_np, conf_np, valid_np & (conf_np >= self.confidence_threshold))
         dev = self.device
         dmin, dmax = depth_range
         inv = torch.linspace(1.0 / dmax, 1.0 / dmin, self.cfg.num_planes, device=dev)

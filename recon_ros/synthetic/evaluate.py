@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from recon_ros.geometry.camera import project
-from recon_ros.pipeline.engine import CloudOutput
+from recon_ros.pipeline.depth_metrics import PublishedDepthScore
+from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput
 from recon_ros.synthetic.sequence import SyntheticSequence
 
 COMPLETENESS_THRESHOLD_M = 0.05
@@ -86,3 +88,16 @@ def _completeness(seq: SyntheticSequence, map_points: np.ndarray, n: int) -> flo
         return 0.0
     d, _ = cKDTree(map_points).query(samples[seen], k=1)
     return float(np.mean(d < COMPLETENESS_THRESHOLD_M))
+
+
+def evaluate_published(seq: SyntheticSequence, keyframes: list[KeyframeOutput]) -> dict:
+    """Published depth images (``/recon/depth/<cam>/image``) against exact depth: per camera and overall."""
+    index_of = {stamp: i for i, (stamp, _) in enumerate(seq.poses)}
+    score = PublishedDepthScore()
+    for kf in keyframes:
+        for v in kf.views:
+            gt = seq.render_frame(index_of[v.stamp_ns], [v.camera]).depths[v.camera]
+            if gt.shape != v.depth.shape:  # depth computed at depth.width: compare at that resolution
+                gt = cv2.resize(gt, (v.depth.shape[1], v.depth.shape[0]), interpolation=cv2.INTER_NEAREST)
+            score.add(v.camera, v.depth, v.confidence, gt)
+    return score.report()
