@@ -107,7 +107,7 @@ class DepthConfig:
         "filtered", "Published depth images: 'filtered' (only pixels that pass the checks below) or 'raw' "
         "(the depth source's photometric mask only).", ("filtered", "raw"),
     )
-    publish_min_confidence: float = _f(0.5, "Published depth: minimum photometric confidence of a pixel.")
+    publish_min_confidence: float = _f(0.4, "Published depth: minimum photometric confidence of a pixel.")
     publish_speckle_size: int = _f(
         100, "Published depth: blobs of at most this many pixels that differ from their surroundings are removed "
         "(0 = off).")

@@ -98,16 +98,24 @@ def sgbm_depth(ref: View, pair: RectifiedPair, depth_range: tuple[float, float]
                            cv2.copyMakeBorder(gr, 0, 0, pad, 0, cv2.BORDER_REPLICATE))[:, pad:]
     disp = disp.astype(np.float32) / 16.0  # fixed point, 4 fractional bits
     valid = disp >= min_disp
+    # SGBM's sub-pixel step locks to integer disparities (measured on a textured plane at 9.6 px true
+    # disparity: 9.94 px, a 3.4 % depth error). Refine with a parabola through the ZNCC of the reference
+    # and the partner at the rounded disparity and its two neighbours; the peak ZNCC is the confidence.
+    d0 = np.round(np.where(valid, disp, 0.0)).astype(np.float32)
+    ref_f, src_f = gl.astype(np.float32), gr.astype(np.float32)
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    ys = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+    s_m, s_0, s_p = (_zncc(ref_f, cv2.remap(src_f, xs - (d0 + k), ys, cv2.INTER_LINEAR), ZNCC_WINDOW)
+                     for k in (-1.0, 0.0, 1.0))
+    curv = s_m - 2 * s_0 + s_p
+    peak = (curv < -1e-6) & (s_0 >= s_m) & (s_0 >= s_p)
+    shift = np.where(peak, 0.5 * (s_m - s_p) / np.where(peak, curv, -1.0), 0.0)
+    disp = np.where(peak, d0 + np.clip(shift, -0.5, 0.5), disp).astype(np.float32)
+    conf = np.where(valid, np.clip(s_0, 0.0, 1.0), 0.0).astype(np.float32)
     denom = disp - pair.disparity_offset_px
     valid &= denom > 0
     depth = np.where(valid, fB / np.where(denom > 0, denom, 1.0), 0.0).astype(np.float32)
     valid &= (depth >= dmin) & (depth <= dmax)
-    # Confidence: ZNCC of the reference with the partner warped by the found disparity.
-    xs = np.arange(w, dtype=np.float32)[None, :] - np.where(valid, disp, 0.0)
-    ys = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
-    warped = cv2.remap(gr.astype(np.float32), xs.astype(np.float32), ys, cv2.INTER_LINEAR)
-    conf = np.clip(_zncc(gl.astype(np.float32), warped, ZNCC_WINDOW), 0.0, 1.0)
-    conf = np.where(valid, conf, 0.0).astype(np.float32)
     if not pair.reference_is_left:
         depth, conf, valid = depth[:, ::-1], conf[:, ::-1], valid[:, ::-1]
     return np.ascontiguousarray(depth), np.ascontiguousarray(conf), np.ascontiguousarray(valid)
