@@ -116,11 +116,13 @@ def test_rectified_pair_goes_to_sgbm_and_is_accurate():
         est = PlaneSweepDepth(DepthConfig(), "cpu", 0.3).estimate(ref, [src], (0.5, 10.0))
         # the source covers 160 - 9.6 px of the reference (disparity 120 * 0.2 / 2.5); SGBM's block
         # and the image edge take a few more
-        inner = est.valid[8:-8, 16:-16] if ref is left else est.valid[8:-8, 8:-24]
-        rel = np.abs(est.depth[est.valid] - PLANE_Z) / PLANE_Z
-        assert inner.mean() > 0.95, f"{ref.camera}: {inner.mean():.2%} valid"
-        # measured 0.15 % (left) / 0.16 % (right) mean error: sub-pixel disparity on a textured plane
-        assert rel.mean() < 0.005, f"{ref.camera}: AbsRel {rel.mean():.4f}"
+        inner = (slice(8, -8), slice(16, -16) if ref is left else slice(8, -24))
+        valid = est.valid[inner]
+        rel = np.abs(est.depth[inner][valid] - PLANE_Z) / PLANE_Z
+        assert valid.mean() > 0.95, f"{ref.camera}: {valid.mean():.2%} valid"
+        # Measured 0.42 % mean / 0.31 % median for either side (0.03 px at 9.6 px disparity); SGBM's own
+        # sub-pixel step locked to 9.94 px here, a 3.4 % error, which these bounds reject.
+        assert rel.mean() < 0.008 and np.median(rel) < 0.006, f"{ref.camera}: AbsRel {rel.mean():.4f}"
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,7 @@ def motorcycle_run(tmp_path_factory):
     stereo_pairs.write_stereo_bag(pair, tmp / "in")
     cfg = from_dict({"cameras": ["left", "right"], "depth": {"min_depth_m": 1.0, "max_depth_m": 12.0},
                      "topics": {"depth_ground_truth": "/{camera}/depth_ground_truth"}})
-    res = run_bag(tmp / "in", tmp / "out", cfg, summary_path=tmp / "summary.json", progress=False)
+    run_bag(tmp / "in", tmp / "out", cfg, summary_path=tmp / "summary.json", progress=False)
     baseline = PublishedDepthScore()
     sgbm = stereo_pairs.opencv_sgbm_depth(pair)
     baseline.add("left", sgbm, np.isfinite(sgbm).astype(np.float32), pair.depth_left())
@@ -143,10 +145,11 @@ def test_motorcycle_published_depth_beats_opencv_sgbm(motorcycle_run):
     summary, sgbm = motorcycle_run
     ours = summary["published_depth"]["per_camera"]["left"]
     msg = json.dumps({"ours": ours, "sgbm": {k: v for k, v in sgbm.items() if k != "sparsification"}})
-    # Measured: ours 1.17 % AbsRel at 87.7 % coverage, SGBM 1.83 % at 87.5 % (same pixels, same run).
+    # Measured: ours 1.30 % AbsRel at 88.5 % coverage, delta 98.2 %; SGBM 1.83 % at 87.5 %, delta 96.9 %
+    # (same ground-truth pixels, same run; OpenCV's SGBM is deterministic).
     assert ours["absrel"] <= sgbm["absrel"], msg
     assert ours["coverage"] >= sgbm["coverage"], msg
     assert ours["delta_1_25"] >= sgbm["delta_1_25"], msg
-    # The confidence orders pixels by error: measured 0.67 % for the top half vs 1.17 % for all.
+    # The confidence orders pixels by error: measured 0.47 % for the top half vs 1.30 % for all.
     assert ours["absrel_top50_confidence"] <= 0.5 * ours["absrel"], msg
     assert summary["published_depth"]["per_camera"]["right"]["published_fraction"] > 0.5, msg

@@ -14,7 +14,8 @@ one of them is a phantom obstacle in a costmap. A pixel is published only when:
    fusion uses, which a wrong match rarely passes since two views would have to be wrong alike).
 
 The published confidence combines the photometric score, the geometric agreement and the distance
-from depth edges and holes (``edge_confidence``), so that sorting by it sorts pixels by error. ``depth.publish: raw`` publishes the unfiltered estimate.
+from depth edges and holes (``edge_confidence``), so that sorting by it sorts pixels by error.
+``depth.publish: raw`` publishes the unfiltered estimate.
 """
 
 from __future__ import annotations
