@@ -41,7 +41,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     g.add_argument("--runs", type=int, default=3, help="Timed runs per measurement (median reported).")
     g.add_argument("--warmup", type=int, default=1, help="Untimed runs before timing.")
     g.add_argument("--threads", type=int, default=0, help="torch / onnxruntime CPU threads (0 = default).")
-    g.add_argument("--skip", default="", help="Comma list of parts to skip: diffmvs,mvdust3r,pipeline.")
+    g.add_argument("--skip", default="", help="Comma list of parts to skip: diffmvs,mvdust3r,depth,pipeline.")
     g.add_argument("--json", dest="json_path", default="bench.json", help="Where to write the results.")
     return parser
 
@@ -293,6 +293,10 @@ def _table(results: dict, backends: list[str]) -> str:
             for extra in ("all_paths_over_path0", "token_cache_over_full"):
                 if extra in res:
                     rows.append(f"{name:<28}{extra:<28}{res[extra]:>8.2f}")
+    if "depth" in results:
+        from recon_ros.bench_depth import depth_table_row
+
+        rows.append(depth_table_row(results["depth"]))
     if "pipeline" in results:
         p = results["pipeline"]
         rows.append(f"pipeline ({p['setup']}): " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in p["median_s"].items()))
@@ -326,6 +330,10 @@ def run_bench(args: argparse.Namespace) -> dict:
         if "mvdust3r" not in skip:
             results["mvdust3r"] = _bench_mvdust3r(args, backends, device, Path(tmp))
             _ratios(results["mvdust3r"], backends)
+    if "depth" not in skip:
+        from recon_ros.bench_depth import bench_depth
+
+        results["depth"] = bench_depth(args.runs, args.warmup, device, measure_interleaved)
     if "pipeline" not in skip:
         results["pipeline"] = _bench_pipeline(args, device)
     print(_table(results, backends))

@@ -22,7 +22,7 @@ from recon_ros.io.messages import (
     stamp_to_ns,
 )
 from recon_ros.synthetic.bag import write_sequence_bag
-from recon_ros.synthetic.evaluate import evaluate
+from recon_ros.synthetic.evaluate import evaluate, evaluate_published
 from recon_ros.synthetic.sequence import SyntheticConfig, SyntheticSequence
 
 KIT = MessageKit.for_rosbags()
@@ -53,6 +53,25 @@ def test_small_scene_accuracy(small_run):
     assert report["kept_fraction"] >= 0.5, msg
     assert report["depth_absrel"] <= 0.03, msg
     assert report["cloud_median_error_m"] <= 0.01 * report["median_scene_depth_m"], msg
+
+
+def test_small_scene_published_depth(small_run):
+    """What /recon/depth/<cam>/image carries (filtered by default), pixel by pixel against exact depth."""
+    seq, cfg, res, _ = small_run
+    pub = evaluate_published(seq, res.keyframes)
+    msg = json.dumps({c: {k: v for k, v in m.items() if k != "sparsification"} for c, m in pub["per_camera"].items()})
+    print("published depth", msg, json.dumps({k: v for k, v in pub["all"].items() if k != "sparsification"}))
+    allm = pub["all"]
+    # Measured (seed 0, 40 frames): AbsRel 0.85 %, coverage 57.2 %, delta 99.93 %, top half by confidence
+    # 0.22 %; per camera AbsRel 0.24-1.33 %, coverage 44-76 %. The issue's target (80 % coverage per
+    # camera at AbsRel <= 1 %) is NOT reached by the plane sweep yet; these bounds guard what is.
+    assert allm["absrel"] <= 0.01, msg
+    assert allm["delta_1_25"] >= 0.99, msg
+    assert allm["coverage"] >= 0.5, msg
+    assert allm["absrel_top50_confidence"] <= 0.5 * allm["absrel"], msg
+    for cam, m in pub["per_camera"].items():
+        assert m["absrel"] <= 0.015 and m["delta_1_25"] >= 0.99, f"{cam}: {msg}"
+        assert m["coverage"] >= 0.35, f"{cam}: {msg}"
 
 
 def test_summary_accounts_for_every_image(small_run):
