@@ -45,6 +45,7 @@ setup(
             "onnx>=1.16",
             "onnxruntime>=1.18",
             "onnxscript>=0.1",
+            "scikit-image>=0.19",  # ships Middlebury's Motorcycle stereo pair (real-pair depth tests)
         ],
     },
     entry_points={
