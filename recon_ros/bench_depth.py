@@ -30,9 +30,13 @@ def _demo_views(device: str):
         f = seq.render_frame(i)
         for c in seq.camera_names:
             views.append(View(i, c, f.stamp_ns, f.images[c], seq.K.copy(), seq.T_world_cam(i, c)))
-    ref = next(v for v in views if v.keyframe_id == 10 and v.camera == "front")
     cfg = DepthConfig()
-    sources = select_sources(ref, views, (cfg.min_depth_m, cfg.max_depth_m), 4, cfg.min_overlap, cfg.min_baseline_m)
+    rng = (cfg.min_depth_m, cfg.max_depth_m)
+    # The first view (of the later keyframes) that finds the configured number of sources, as most demo views do.
+    for ref in (v for v in views if v.keyframe_id >= 10):
+        sources = select_sources(ref, views, rng, cfg.num_sources, cfg.min_overlap, cfg.min_baseline_m)
+        if len(sources) == cfg.num_sources:
+            break
     return ref, sources, views, cfg
 
 
