@@ -36,6 +36,16 @@ class TopicsConfig:
     compressed: bool = _f(False, "Subscribe to '<image>/compressed' (sensor_msgs/CompressedImage, JPEG/PNG).")
     camera_info: str = _f("/{camera}/camera_info", "CameraInfo topic per camera.")
     output_prefix: str = _f("/recon", "Prefix of every topic recon_ros publishes.")
+    image_topics: list = _f(
+        [], "Image topic per camera, in the order of 'cameras' (overrides topics.image; empty = the template). "
+        "Filled by camera discovery.")
+    camera_info_topics: list = _f(
+        [], "CameraInfo topic per camera, in the order of 'cameras' (overrides topics.camera_info).")
+    transports: list = _f(
+        [], "'raw', 'compressed' or 'auto' per camera, in the order of 'cameras'. Empty = topics.compressed for "
+        "every camera when set, else 'auto': raw when the image topic exists, '<image>/compressed' when only it does.")
+    discovery_wait_s: float = _f(
+        2.0, "Node with empty 'cameras': how long to wait for camera topics to appear on the ROS graph.")
 
 
 @dataclass
@@ -43,7 +53,8 @@ class FramesConfig:
     map: str = _f("map", "Fixed frame of the fused map and the published poses.")
     odom: str = _f("odom", "Odometry frame (REP-105).")
     base: str = _f("base_link", "Robot base frame carrying the camera rig.")
-    optical: str = _f("{camera}_optical_frame", "Optical frame per camera (z forward, x right, y down).")
+    optical: str = _f("{camera}_optical_frame", "Optical frame of a camera whose images carry no header.frame_id "
+                      "(the frame_id of each image is used otherwise; z forward, x right, y down).")
     tf_mode: str = _f(
         "map_odom",
         "Transform recon_ros publishes: 'map_odom' (map->odom, needs odometry), 'map_camera' "
@@ -148,7 +159,8 @@ class QosConfig:
 
 @dataclass
 class ReconConfig:
-    cameras: list = _f(["front", "left", "right", "back"], "Camera names; they fill '{camera}' in topics and frames.")
+    cameras: list = _f([], "Camera names; they fill '{camera}' in topics and frames. Empty = find the cameras: "
+                       "every image topic with a camera_info beside it (bag: the bag's topics; node: the ROS graph).")
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -161,12 +173,25 @@ class ReconConfig:
     qos: QosConfig = field(default_factory=QosConfig)
 
     # ---- topic and frame names -------------------------------------------------------------
+    def _per_camera(self, values: list, camera: str) -> str:
+        if values and camera in self.cameras and self.cameras.index(camera) < len(values):
+            return str(values[self.cameras.index(camera)])
+        return ""
+
+    def transport(self, camera: str) -> str:
+        """'raw', 'compressed' or 'auto' (resolved against a bag or graph by io/cameras.py)."""
+        t = self._per_camera(self.topics.transports, camera)
+        return t or ("compressed" if self.topics.compressed else "auto")
+
     def image_topic(self, camera: str) -> str:
+        explicit = self._per_camera(self.topics.image_topics, camera)
+        if explicit:
+            return explicit
         topic = self.topics.image.format(camera=camera)
-        return f"{topic}/compressed" if self.topics.compressed else topic
+        return f"{topic}/compressed" if self.transport(camera) == "compressed" else topic
 
     def camera_info_topic(self, camera: str) -> str:
-        return self.topics.camera_info.format(camera=camera)
+        return self._per_camera(self.topics.camera_info_topics, camera) or self.topics.camera_info.format(camera=camera)
 
     def optical_frame(self, camera: str) -> str:
         return self.frames.optical.format(camera=camera)
@@ -180,8 +205,14 @@ class ReconConfig:
             choices = meta.get("choices")
             if choices and value not in choices:
                 raise ConfigError(f"parameter '{name}' = {value!r}; expected one of {list(choices)}")
-        if not self.cameras:
-            raise ConfigError("parameter 'cameras' is empty; list at least one camera name")
+        for name in ("image_topics", "camera_info_topics", "transports"):
+            values = getattr(self.topics, name)
+            if values and len(values) != len(self.cameras):
+                raise ConfigError(f"parameter 'topics.{name}' has {len(values)} entries for {len(self.cameras)} "
+                                  f"cameras {self.cameras}; expected one per camera")
+        bad = [t for t in self.topics.transports if t not in ("raw", "compressed", "auto")]
+        if bad:
+            raise ConfigError(f"parameter 'topics.transports': {bad}; expected 'raw', 'compressed' or 'auto'")
         if len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"parameter 'cameras' has duplicates: {self.cameras}")
         if not 0 < self.depth.min_depth_m < self.depth.max_depth_m:
@@ -196,7 +227,7 @@ class ReconConfig:
         for name in ("keyframes.buffer_size", "runtime.queue_size", "sync.max_pending", "map.max_points"):
             if get_value(self, name) < 1:
                 raise ConfigError(f"parameter '{name}' must be >= 1 (it bounds memory)")
-        if self.pose.source == "mvdust3r+" and len(self.cameras) * self.pose.window_keyframes < 4:
+        if self.pose.source == "mvdust3r+" and self.cameras and len(self.cameras) * self.pose.window_keyframes < 4:
             raise ConfigError("pose.source 'mvdust3r+' needs >= 4 views: raise pose.window_keyframes")
 
 

@@ -38,7 +38,8 @@ def test_every_schema_field_becomes_a_parameter_with_its_type() -> None:
         else:
             assert s.kind == expected[type(value)], name
             assert type(s.default) is type(value)
-    assert specs["cameras"].default == ["front", "left", "right", "back"]
+    assert specs["cameras"].default == []  # empty = discover the cameras
+    assert specs["cameras"].kind == "dynamic_array"
     assert "One of: tf, mvdust3r, mvdust3r+" in specs["pose.source"].description
 
 

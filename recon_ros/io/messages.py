@@ -167,9 +167,18 @@ def image_to_numpy(msg: Any) -> np.ndarray:
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:
-    """``[H,W,3]`` uint8 RGB from a colour or mono sensor_msgs/Image."""
-    img = image_to_numpy(msg)
+    """``[H,W,3]`` uint8 RGB from a colour, mono, Bayer or YUV 4:2:2 sensor_msgs/Image."""
+    from recon_ros.io import encodings  # imports BadMessage from here
+
     enc = msg.encoding
+    if enc in encodings.EXTRA_ENCODINGS:
+        return encodings.decode_extra(msg)
+    if enc not in _ENCODINGS:
+        raise BadMessage(
+            "bad_encoding",
+            f"unsupported image encoding '{enc}' (supported: {', '.join([*_ENCODINGS, *encodings.EXTRA_ENCODINGS])})",
+        )
+    img = image_to_numpy(msg)
     if enc in ("rgb8", "8UC3"):
         return img
     if enc == "bgr8":
