@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from tqdm import tqdm
 
 from recon_ros.io.bag import BagWriter
@@ -114,5 +113,6 @@ def write_sequence_bag(
             for cam in seq.rig.names:
                 image_topic, info_topic = topics[cam]
                 bag.write(info_topic, _camera_info(kit, seq.K, w, h, t, frames[cam], lay[cam]), t)
-                bag.write(image_topic, _image(kit, seq, frame.index, cam, frame.images[cam], t, frames[cam], lay[cam]), t)
+                image = _image(kit, seq, frame.index, cam, frame.images[cam], t, frames[cam], lay[cam])
+                bag.write(image_topic, image, t)
         return dict(bag.counts)
