@@ -107,6 +107,10 @@ def camera_info_stamp_s(msg: Any) -> float:
     return stamp_to_ns(msg.header.stamp) / 1e9
 
 
+#: resampling of the rectification remap (bilinear: what image_proc uses by default)
+INTERPOLATION = cv2.INTER_LINEAR
+
+
 class Rectifier:
     """Rectifies images of one calibration: maps built once, ~1 remap per image.
 
@@ -137,7 +141,7 @@ class Rectifier:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self._maps is None:
             return image
-        return cv2.remap(image, self._maps[0], self._maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        return cv2.remap(image, self._maps[0], self._maps[1], INTERPOLATION, borderMode=cv2.BORDER_CONSTANT)
 
 
 class RectifierCache:

@@ -26,8 +26,11 @@ STATIC_TF_REPEAT_NS = 1_000_000_000  # re-record /tf_static each second so late 
 class CameraLayout:
     """How one synthetic camera is recorded, as the drivers of real robots do it.
 
-    ``namespace`` and ``frame_id`` may hold '{camera}'. With ``distortion`` set, the rendered
-    (pinhole K) image is re-imaged through that lens model and the CameraInfo carries ``d``.
+    ``namespace`` and ``frame_id`` may hold '{camera}'. With ``d`` set, the scene is imaged through
+    that lens model (intrinsics ``K`` of the sequence) and the CameraInfo carries ``d``. ``scale``
+    records a sensor ``scale`` times finer than the sequence's pinhole camera (K scaled, P the
+    pinhole camera at that scale): a lens that squeezes the periphery then still resolves it as
+    finely as the pinhole reference does, so a comparison measures rectification, not the lens.
     """
 
     namespace: str = "/{camera}"
@@ -37,6 +40,7 @@ class CameraLayout:
     frame_id: str = "{camera}_optical_frame"
     distortion_model: str = "plumb_bob"
     d: tuple[float, ...] = ()
+    scale: int = 1
 
     def topics(self, camera: str) -> tuple[str, str]:
         ns = self.namespace.format(camera=camera).rstrip("/")
@@ -44,16 +48,24 @@ class CameraLayout:
         return image, f"{ns}/camera_info"
 
 
+def scaled_K(K: np.ndarray, s: float) -> np.ndarray:
+    """Intrinsics of the same camera with ``s`` times finer pixels (pixel centres stay aligned)."""
+    out = np.diag([s, s, 1.0]) @ K
+    out[:2, 2] = (K[:2, 2] + 0.5) * s - 0.5
+    return out
+
+
 def _camera_info(kit: MessageKit, K: np.ndarray, w: int, h: int, t: int, frame: str, layout: CameraLayout):
-    msg = make_camera_info(kit, K, w, h, t, frame)
+    K = scaled_K(K, layout.scale)
+    msg = make_camera_info(kit, K, w * layout.scale, h * layout.scale, t, frame)
     if layout.d:
         msg.distortion_model = layout.distortion_model
         msg.d = kit.array(np.asarray(layout.d, np.float64), np.float64)
     return msg
 
 
-#: a distorted image samples a pinhole render this many times finer, so it is blurred once (by the
-#: lens resampling), like a real lens image, not twice
+#: a distorted image samples a pinhole render at least this many times finer than the sequence's
+#: camera, so it is blurred once (by the lens resampling), like a real lens image, not twice
 DISTORTION_SUPERSAMPLING = 2
 
 
@@ -62,12 +74,15 @@ def _image(kit: MessageKit, seq: SyntheticSequence, index: int, camera: str, rgb
     if layout.d:
         from recon_ros.io.rectify import distort_image
 
-        s = DISTORTION_SUPERSAMPLING
+        s = max(DISTORTION_SUPERSAMPLING, layout.scale)  # a finer sensor is its own supersampling
         w, h = seq.rig.width, seq.rig.height
-        K_fine = np.diag([s, s, 1.0]) @ seq.K
-        K_fine[:2, 2] = (seq.K[:2, 2] + 0.5) * s - 0.5  # pixel centres stay aligned
+        K_fine = scaled_K(seq.K, s)
         fine, _ = seq.scene.render(seq.T_world_cam(index, camera), K_fine, w * s, h * s)
-        rgb = distort_image(fine, seq.K, layout.distortion_model, np.asarray(layout.d, np.float64), K_fine, (w, h))
+        rgb = distort_image(fine, scaled_K(seq.K, layout.scale), layout.distortion_model,
+                            np.asarray(layout.d, np.float64), K_fine, (w * layout.scale, h * layout.scale))
+    elif layout.scale != 1:
+        rgb, _ = seq.scene.render(seq.T_world_cam(index, camera), scaled_K(seq.K, layout.scale),
+                                  seq.rig.width * layout.scale, seq.rig.height * layout.scale)
     if layout.compressed:
         return rgb_to_compressed(kit, rgb, t, frame)
     if layout.encoding == "rgb8":
