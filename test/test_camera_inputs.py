@@ -294,3 +294,20 @@ def test_bad_camera_input_is_a_named_counted_drop(caplog) -> None:
            in log
     assert "dropped (missing_camera_info): no CameraInfo received yet on /cam_rear/camera_info (the latest one, " \
            "/cam_rear/camera_info @ 1700000000.250 s was rejected" in log
+
+
+def test_node_waits_for_the_graph_to_show_cameras() -> None:
+    from recon_ros.io.cameras import wait_for_cameras
+
+    calls = []
+
+    def graph():  # DDS discovery: the first look at the graph sees nothing yet
+        calls.append(1)
+        return [] if len(calls) < 3 else GRAPH
+
+    cfg = wait_for_cameras(from_dict({"topics.discovery_wait_s": 5.0}), graph, "recon", poll_s=0.01)
+    assert len(calls) == 3
+    assert cfg.cameras == ["cam_front", "cam_rear", "robot/cam/color", "stereo/left"]
+    assert cfg.topics.transports == ["raw", "compressed", "raw", "raw"]
+    with pytest.raises(NoCameras):
+        wait_for_cameras(from_dict({"topics.discovery_wait_s": 0.05}), list, "recon", poll_s=0.01)

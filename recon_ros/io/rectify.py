@@ -92,12 +92,12 @@ def calibration_from_camera_info(msg: Any) -> Calibration:
                              f"CameraInfo '{model}' distortion has {d.size} non-zero coefficients; expected at most "
                              f"{most}")
         d = d[:most]
-    R = np.asarray(msg.r, dtype=np.float64).reshape(3, 3)
+    R = np.asarray(getattr(msg, "r", np.zeros(9)), dtype=np.float64).reshape(3, 3)
     if not np.any(R):
         R = np.eye(3)  # unset R (all zero) means no rectification rotation
     if not np.all(np.isfinite(R)) or not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
         raise BadMessage("bad_camera_info", f"CameraInfo R={R.ravel().tolist()} is not a rotation matrix")
-    P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+    P = np.asarray(getattr(msg, "p", np.zeros(12)), dtype=np.float64).reshape(3, 4)
     if not np.all(np.isfinite(P)):
         raise BadMessage("bad_camera_info", "CameraInfo P is not finite")
     return Calibration(w, h, K, model, d if distorted else np.zeros(0), R, P)

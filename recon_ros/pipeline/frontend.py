@@ -113,7 +113,8 @@ class FrontEnd:
             cal = calibration_from_camera_info(msg)
         except BadMessage as exc:
             self.camera_info_errors[camera] += 1
-            stamp = stamp_to_ns(msg.header.stamp) / NS
+            header = getattr(msg, "header", None)
+            stamp = stamp_to_ns(header.stamp) / NS if header is not None else 0.0
             self.camera_info_rejected[camera] = f"{topic} @ {stamp:.3f} s was rejected: {exc}"
             self.warn(f"{topic}:info", f"{topic} @ {stamp:.3f} s ignored ({exc.reason}): {exc}")
             return False
@@ -136,7 +137,7 @@ class FrontEnd:
         except BadMessage as exc:
             self.reject_image(camera, stamp, exc.reason, str(exc))
             return []
-        return self.add_image(camera, stamp, rgb, str(msg.header.frame_id))
+        return self.add_image(camera, stamp, rgb, str(getattr(msg.header, "frame_id", "") or ""))
 
     def _frame_id(self, camera: str, header_frame: str | None) -> str:
         """The image's header.frame_id (ROS convention); frames.optical only where the header has none.
