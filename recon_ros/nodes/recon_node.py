@@ -89,7 +89,7 @@ class ReconNode(LifecycleNode):
             # no camera names: find them on the graph (image topics with a camera_info beside them)
             cfg = wait_for_cameras(cfg, self.get_topic_names_and_types, self.get_name(), self.get_logger().info)
         except (ConfigError, NoCameras) as exc:
-            self.get_logger().error(f"invalid parameters: {exc}")
+            self.get_logger().error(f"{'invalid parameters' if isinstance(exc, ConfigError) else 'no cameras'}: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.cfg = cfg
         try:
