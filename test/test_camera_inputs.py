@@ -246,6 +246,10 @@ def test_discovery_finds_the_usual_layouts() -> None:
     assert "already uses /stereo/left/image_rect" in why["/stereo/left/image_raw"]
     assert "depth" in why["/robot/cam/depth/image_rect_raw"]
     assert "recon_ros" in why["/recon/depth/cam_front/image"]
+    lines = found.describe("bag.mcap")  # what the run logs
+    assert lines[0] == "bag.mcap: found 4 camera(s)"
+    assert "  camera 'cam_rear': /cam_rear/image_raw/compressed (compressed) + /cam_rear/camera_info" in lines
+    assert "  ignored /lonely/image_raw: no CameraInfo beside it (expected /lonely/camera_info)" in lines
 
 
 def test_explicit_names_win_and_transport_is_found() -> None:
@@ -311,3 +315,29 @@ def test_node_waits_for_the_graph_to_show_cameras() -> None:
     assert cfg.topics.transports == ["raw", "compressed", "raw", "raw"]
     with pytest.raises(NoCameras):
         wait_for_cameras(from_dict({"topics.discovery_wait_s": 0.05}), list, "recon", poll_s=0.01)
+
+
+def test_rectification_rotation_is_folded_into_the_camera_pose() -> None:
+    """A CameraInfo with R != I: the rectified camera is R away from header.frame_id, and the pose the
+    engine gets (T_base_cam) is that of the rectified camera, so the map stays where TF puts it."""
+    import numpy.testing as npt
+
+    cfg = from_dict({"cameras": ["c"]})
+    tf = TfBuffer()
+    T_base_cam = np.eye(4)
+    T_base_cam[:3, 3] = [0.1, 0.0, 0.3]
+    tf.set_transform("base_link", "c_optical_frame", STAMP, T_base_cam, static=True)
+    tf.set_transform("odom", "base_link", STAMP, np.eye(4))
+    fe = FrontEnd(cfg, tf)
+    angle = np.deg2rad(4.0)
+    R = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    info = make_camera_info(KIT, K, 160, 120, STAMP, "c_optical_frame")
+    info.r = R.ravel()
+    assert fe.on_camera_info("c", info)
+    img = make_encoded_image(KIT, textured(), "rgb8", STAMP, "c_optical_frame")
+    sets = fe.on_image_message("c", img) + fe.flush()
+    assert len(sets) == 1
+    T = sets[0].T_base_cam["c"]
+    npt.assert_allclose(T[:3, :3], R.T, atol=1e-12)
+    npt.assert_allclose(T[:3, 3], T_base_cam[:3, 3], atol=1e-12)
+    assert sets[0].images["c"].frame_id == "c_optical_frame"

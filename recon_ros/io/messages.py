@@ -246,33 +246,12 @@ def rgb_to_compressed(kit: MessageKit, rgb: np.ndarray, stamp_ns: int, frame_id:
 
 
 # ---- camera info ------------------------------------------------------------------------------
-SUPPORTED_DISTORTION = ("", "plumb_bob", "rational_polynomial", "equidistant")
-
-
 def camera_info_to_K(msg: Any) -> tuple[np.ndarray, int, int]:
-    """(K, width, height) of a CameraInfo, validated. Images must be rectified (zero distortion)."""
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    w, h = int(msg.width), int(msg.height)
-    if w <= 0 or h <= 0:
-        raise BadMessage("bad_camera_info", f"CameraInfo has size {w}x{h}; expected a positive width and height")
-    if not np.all(np.isfinite(K)) or not np.any(K):
-        raise BadMessage("bad_camera_info", "CameraInfo K is all zero or not finite (uncalibrated camera)")
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise BadMessage("bad_camera_info", f"CameraInfo K has focal lengths fx={K[0, 0]}, fy={K[1, 1]}; expected > 0")
-    model = msg.distortion_model
-    d = np.asarray(msg.d, dtype=np.float64)
-    if model not in SUPPORTED_DISTORTION:
-        raise BadMessage(
-            "bad_camera_info",
-            f"CameraInfo distortion model '{model}' is not supported (expected one of {SUPPORTED_DISTORTION[1:]})",
-        )
-    if d.size and np.any(np.abs(d) > 1e-9):
-        raise BadMessage(
-            "bad_camera_info",
-            "CameraInfo has non-zero distortion; recon_ros needs rectified images "
-            "(run image_proc's rectify node and subscribe to image_rect)",
-        )
-    return K, w, h
+    """(K of the rectified camera, width, height) of a validated CameraInfo (see io/rectify.py)."""
+    from recon_ros.io.rectify import calibration_from_camera_info  # imports BadMessage from here
+
+    cal = calibration_from_camera_info(msg)
+    return cal.K_rect, cal.width, cal.height
 
 
 def make_camera_info(kit: MessageKit, K: np.ndarray, width: int, height: int, stamp_ns: int, frame_id: str) -> Any:
