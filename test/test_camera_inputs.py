@@ -341,3 +341,18 @@ def test_rectification_rotation_is_folded_into_the_camera_pose() -> None:
     npt.assert_allclose(T[:3, :3], R.T, atol=1e-12)
     npt.assert_allclose(T[:3, 3], T_base_cam[:3, 3], atol=1e-12)
     assert sets[0].images["c"].frame_id == "c_optical_frame"
+
+
+def test_frame_comes_from_the_header_and_a_disagreement_is_logged_once(caplog) -> None:
+    cfg = from_dict({"cameras": ["a", "b"], "sync.min_cameras": 1})
+    fe = FrontEnd(cfg, TfBuffer())
+    for cam in ("a", "b"):
+        fe.on_camera_info(cam, make_camera_info(KIT, K, 160, 120, STAMP, ""))
+    with caplog.at_level(logging.INFO, logger="recon_ros"):
+        for i in range(3):
+            fe.on_image_message("a", make_encoded_image(KIT, textured(), "rgb8", STAMP + i * 10**8, "cam_a_link"))
+        fe.on_image_message("b", make_encoded_image(KIT, textured(), "rgb8", STAMP, ""))
+    assert fe.frame_ids == {"a": "cam_a_link", "b": "b_optical_frame"}  # template only without a header frame
+    assert caplog.text.count("optical frame 'cam_a_link' from header.frame_id (frames.optical would give "
+                             "'a_optical_frame')") == 1
+    assert "'b_optical_frame'" not in caplog.text
