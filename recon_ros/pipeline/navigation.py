@@ -36,6 +36,7 @@ Lookup = Callable[[str, str, int], np.ndarray]
 # Per-pixel outcome codes of NavigationCloud.labels.
 LABEL_UNUSED, LABEL_GROUND, LABEL_BELOW, LABEL_ABOVE, LABEL_OBSTACLE = 0, 1, 2, 3, 4
 
+FAR_M = 1e4  # stands for "no depth" in the upper median (any depth beyond every range clip)
 GROUND_FIT_ITERATIONS = 64
 GROUND_FIT_MIN_POINTS = 200  # fewer ground candidates than this: the fit is not trusted
 GROUND_FIT_MAX_SAMPLES = 4000  # candidates scored per hypothesis (subsampled): bounds the cost
@@ -135,14 +136,22 @@ def fit_ground(points: np.ndarray, known_height: float, band: float, seed: int =
             best_n, best_d, best_count = n, d, count
     if best_n is None or best_count < GROUND_FIT_MIN_POINTS // 2:
         return known
-    inl = cand[np.abs(cand @ best_n + best_d) <= tol]
-    # Least-squares refinement: the normal is the smallest principal axis of the inliers.
-    centre = inl.mean(axis=0)
-    _, _, vt = np.linalg.svd(inl - centre, full_matrices=False)
-    n = vt[2] if vt[2][2] >= 0 else -vt[2]
-    if n[2] < cos_tilt:
-        n = best_n
-    return GroundPlane(n, -float(n @ centre), fitted=True, inliers=len(inl))
+    # Least-squares refinement with a tighter inlier band, twice: the RANSAC band also takes in the foot
+    # of walls and boxes, which would tilt the plane. The normal is the inliers' smallest principal axis.
+    n, d, refine_tol = best_n, best_d, max(tol / 3.0, 0.01)
+    inl = cand
+    for _ in range(2):
+        sel = cand[np.abs(cand @ n + d) <= refine_tol]
+        if len(sel) < GROUND_FIT_MIN_POINTS // 2:
+            break
+        inl = sel
+        centre = inl.mean(axis=0)
+        _, _, vt = np.linalg.svd(inl - centre, full_matrices=False)
+        m = vt[2] if vt[2][2] >= 0 else -vt[2]
+        if m[2] < cos_tilt:
+            break
+        n, d = m, -float(m @ centre)
+    return GroundPlane(n, d, fitted=True, inliers=len(inl))
 
 
 class NavigationCloudBuilder:
@@ -152,22 +161,37 @@ class NavigationCloudBuilder:
         self.cfg = cfg
         self.confidence_threshold = confidence_threshold
 
-    def confident_pixels(self, view: ViewOutput) -> tuple[np.ndarray, np.ndarray]:
-        """(mask, depth) of the pixels the navigation outputs may use: published (finite) depth, confidence
-        at or above the published threshold, within the range clip (Euclidean distance from the camera);
-        with ``median_filter_px`` also within ``median_tolerance`` of their neighbourhood's median, and
-        the depth returned is that median (median-filtered depth: speckle gone, noise down, edges kept)."""
+    def confident_pixels(self, view: ViewOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mask, depth, range) of the pixels the navigation outputs may use: published (finite) depth and
+        confidence at or above the published threshold; with ``median_filter_px`` also within
+        ``median_tolerance`` of their neighbourhood's median, and the depth returned is that median
+        (median-filtered depth: speckle gone, noise down, edges kept). Range = distance from the camera."""
         d = view.depth
         ok = np.isfinite(d) & (d > 0) & (view.confidence >= self.confidence_threshold)
         z = np.where(ok, d, 0.0).astype(np.float32)
         k = self.cfg.median_filter_px
         if k > 1:
             # Unused pixels enter the median as 0, so a pixel among mostly unused neighbours fails too.
-            med = cv2.medianBlur(z, k)
-            ok &= np.abs(z - med) <= self.cfg.median_tolerance * med
-            z = np.where(ok, med, 0.0)
+            # The median must come from used pixels: computed twice, with unused pixels (and the outside
+            # of the image: medianBlur would replicate the border) as 0 and as +inf-like; a pixel is
+            # kept when it agrees with both, which also needs a used majority around it.
+            r = k // 2
+            lo = cv2.medianBlur(cv2.copyMakeBorder(z, r, r, r, r, cv2.BORDER_CONSTANT, value=0.0), k)[r:-r, r:-r]
+            hi_in = np.where(ok, z, FAR_M).astype(np.float32)
+            hi = cv2.medianBlur(cv2.copyMakeBorder(hi_in, r, r, r, r, cv2.BORDER_CONSTANT, value=FAR_M), k)[r:-r, r:-r]
+            tol = self.cfg.median_tolerance
+            ok &= (np.abs(z - lo) <= tol * lo) & (np.abs(z - hi) <= tol * hi)
+            z = np.where(ok, 0.5 * (lo + hi), 0.0)
         rng = np.linalg.norm(backproject(z, view.K), axis=2)
-        return ok & (rng >= self.cfg.min_range_m) & (rng <= self.cfg.max_range_m), z
+        return ok & (rng >= self.cfg.min_range_m), z, rng
+
+    def clearing_rays(self, view: ViewOutput, ok: np.ndarray, depth: np.ndarray, rng: np.ndarray) -> ClearingRays:
+        """Ray end points in the optical frame; rays longer than max_range are cut there (the space up to
+        it is known free), one end point per voxel."""
+        scale = np.minimum(1.0, self.cfg.max_range_m / np.maximum(rng, 1e-6))
+        ends = backproject(depth * scale, view.K)[ok]
+        ends, _, _ = voxel_downsample(ends, self.cfg.voxel_size_m)
+        return ClearingRays(view.camera, view.frame_id, view.stamp_ns, ends[: self.cfg.max_points])
 
     def build(self, views: list[ViewOutput], stamp_ns: int, lookup: Lookup) -> NavigationCloud:
         """Navigation cloud of ``views`` stamped ``stamp_ns``. ``lookup(nav_frame, camera_frame, stamp)``
@@ -186,12 +210,12 @@ class NavigationCloudBuilder:
             except LookupError:
                 counts["views_without_tf"] += 1
                 continue
-            ok, depth = self.confident_pixels(v)
+            confident, depth, rng = self.confident_pixels(v)
+            if cfg.clearing:
+                clearing.append(self.clearing_rays(v, confident, depth, rng))
+            ok = confident & (rng <= cfg.max_range_m)
             counts["unconfident_or_out_of_range"] += int(v.depth.size - ok.sum())
             p_cam = backproject(depth, v.K)[ok]
-            if cfg.clearing and len(p_cam):
-                ends, _, _ = voxel_downsample(p_cam, cfg.voxel_size_m)
-                clearing.append(ClearingRays(v.camera, v.frame_id, v.stamp_ns, ends[: cfg.max_points]))
             used.append((v, ok, p_cam @ T[:3, :3].T + T[:3, 3]))
         pts = np.concatenate([p for _, _, p in used]) if used else np.zeros((0, 3))
         ground = fit_ground(pts, cfg.ground_height_m, cfg.ground_fit_band_m) if cfg.fit_ground else GroundPlane(
