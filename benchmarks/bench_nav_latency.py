@@ -21,7 +21,6 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 from recon_ros.config import from_dict
 from recon_ros.io.messages import MessageKit
@@ -93,7 +92,7 @@ def main() -> None:
         med = {k: statistics.median(x[k] for x in s.samples) for k in (*NAV_STAGES, "total", "points")}
         results[s.name] = {"median_ms": med, "keyframes": len(s.samples)}
     base = next(iter(results.values()))["median_ms"]["total"] if results else float("nan")
-    for name, r in results.items():
+    for r in results.values():
         r["total_ratio_vs_first"] = r["median_ms"]["total"] / base
     report = {
         "what": "stamp-to-publish latency of /recon/obstacles per stage (ms, medians), plane-sweep depth, TF poses",

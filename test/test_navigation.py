@@ -192,7 +192,7 @@ def test_ground_fit_follows_a_pitched_robot() -> None:
 
 def test_voxel_downsample_centroids_and_support() -> None:
     pts = np.array([[0.01, 0.01, 0.01], [0.03, 0.03, 0.03], [0.51, 0.0, 0.0]])
-    cen, count, _ = voxel_downsample(pts, 0.05)
+    cen, count = voxel_downsample(pts, 0.05)
     assert len(cen) == 2 and sorted(count.tolist()) == [1, 2]
     assert np.allclose(cen[np.argmax(count)], [0.02, 0.02, 0.02], atol=1e-6)
 

@@ -49,7 +49,7 @@ def navigation_figures(scene: Scene, out: KeyframeOutput, nav: NavigationCloud, 
                 & (world_z >= cfg.min_obstacle_height_m) & (world_z <= cfg.max_obstacle_height_m))
         gt_obstacles.append(p_nav[keep])
     truth = np.concatenate(gt_obstacles) if gt_obstacles else np.zeros((0, 3))
-    centroids, _, _ = voxel_downsample(truth, cfg.voxel_size_m)
+    centroids, _ = voxel_downsample(truth, cfg.voxel_size_m)
     if len(nav.points) and len(centroids):
         dist, _ = cKDTree(nav.points).query(centroids)
         kept = float(np.mean(dist <= cfg.voxel_size_m))
