@@ -8,16 +8,14 @@ layer, and the unit rules: confidence threshold, range clip, height band, cap, T
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from recon_ros.config import ConfigError, NavigationConfig, ReconConfig, from_dict
 from recon_ros.io.messages import MessageKit, pointcloud2_to_numpy
-from recon_ros.io.outputs import navigation_cloud, navigation_messages, output_topics
-from recon_ros.pipeline.engine import KeyframeOutput, ReconstructionEngine, ViewOutput
-from recon_ros.pipeline.frames import CameraImage, FrameSet
+from recon_ros.io.outputs import navigation_messages, output_topics
+from recon_ros.pipeline.engine import ViewOutput
 from recon_ros.pipeline.navigation import (
     LABEL_GROUND,
     LABEL_OBSTACLE,
@@ -26,33 +24,14 @@ from recon_ros.pipeline.navigation import (
     fit_ground,
     voxel_downsample,
 )
-from recon_ros.pipeline.tf_buffer import TfBuffer, TransformUnavailable
-from recon_ros.synthetic import SceneParams, SyntheticConfig, SyntheticSequence, optical_frame_id
+from recon_ros.pipeline.tf_buffer import TransformUnavailable
+from recon_ros.synthetic import SceneParams, SyntheticConfig, SyntheticSequence
 from recon_ros.synthetic.moving import MovingBox, MovingBoxScene, MovingSceneDepth
 from recon_ros.synthetic.nav_eval import NoisyGroundTruthDepth, navigation_figures
+from recon_ros.synthetic.nav_eval import drive_navigation as drive
 from recon_ros.synthetic.trajectory import pose_2d
 
 W, H = 192, 144  # small: 4 cameras x a few keyframes per scene keep the module under a minute
-
-
-def drive(seq: SyntheticSequence, cfg: ReconConfig, depth_source, render=None
-          ) -> Iterator[tuple[KeyframeOutput, NavigationCloud, TfBuffer]]:
-    """Run the engine over the sequence as the bag tool would (TF buffer filled from the robot's
-    static extrinsics and odometry) and build each keyframe step's navigation cloud."""
-    engine = ReconstructionEngine(cfg, depth_source=depth_source)
-    tf = TfBuffer()
-    for cam in seq.camera_names:
-        tf.set_transform(cfg.frames.base, optical_frame_id(cam), 0, seq.T_base_cam[cam], static=True)
-    for stamp, T_odom_base in seq.poses:
-        tf.set_transform(cfg.frames.odom, cfg.frames.base, stamp, T_odom_base)
-        images = {}
-        for cam in seq.camera_names:
-            T = T_odom_base @ seq.T_base_cam[cam]
-            rgb = render(stamp, T) if render else seq.scene.render(T, seq.K, seq.config.width, seq.config.height)[0]
-            images[cam] = CameraImage(cam, stamp, rgb, seq.K, optical_frame_id(cam))
-        out = engine.process(FrameSet(stamp, images, dict(seq.T_base_cam), T_odom_base))
-        if out is not None:
-            yield out, navigation_cloud(cfg, out, tf.lookup), tf
 
 
 def nav_config(**navigation) -> ReconConfig:

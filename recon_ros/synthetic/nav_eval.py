@@ -11,16 +11,22 @@ For one keyframe step (the engine's output, the navigation cloud built from it a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 from scipy.spatial import cKDTree
 
-from recon_ros.config import NavigationConfig
+from recon_ros.config import NavigationConfig, ReconConfig
 from recon_ros.geometry.camera import backproject
-from recon_ros.pipeline.engine import KeyframeOutput
-from recon_ros.pipeline.frames import View
+from recon_ros.io.outputs import navigation_cloud
+from recon_ros.pipeline.engine import KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.frames import CameraImage, FrameSet, View
 from recon_ros.pipeline.navigation import LABEL_OBSTACLE, LABEL_UNUSED, Lookup, NavigationCloud, voxel_downsample
-from recon_ros.pipeline.sources import DepthEstimate
+from recon_ros.pipeline.sources import DepthEstimate, DepthSource
+from recon_ros.pipeline.tf_buffer import TfBuffer
+from recon_ros.synthetic.rig import optical_frame_id
 from recon_ros.synthetic.scene import Scene
+from recon_ros.synthetic.sequence import SyntheticSequence
 
 FLOOR_Z_M = 1e-3  # true surface points below this are the floor (the room's floor is z = 0)
 
@@ -67,6 +73,28 @@ def navigation_figures(scene: Scene, out: KeyframeOutput, nav: NavigationCloud, 
         "surface_p99_m": float(np.percentile(surf, 99)),
         "points": float(len(nav.points)),
     }
+
+
+def drive_navigation(seq: SyntheticSequence, cfg: ReconConfig, depth_source: DepthSource,
+                     render: Callable[[int, np.ndarray], np.ndarray] | None = None
+                     ) -> Iterator[tuple[KeyframeOutput, NavigationCloud, TfBuffer]]:
+    """Run the engine over the sequence as the bag tool would (TF buffer filled from the robot's
+    static extrinsics and odometry) and build each keyframe step's navigation cloud. ``render(stamp,
+    T_world_cam)`` gives an image (a dynamic scene); default: the sequence's static scene."""
+    engine = ReconstructionEngine(cfg, depth_source=depth_source)
+    tf = TfBuffer()
+    for cam in seq.camera_names:
+        tf.set_transform(cfg.frames.base, optical_frame_id(cam), 0, seq.T_base_cam[cam], static=True)
+    for stamp, T_odom_base in seq.poses:
+        tf.set_transform(cfg.frames.odom, cfg.frames.base, stamp, T_odom_base)
+        images = {}
+        for cam in seq.camera_names:
+            T = T_odom_base @ seq.T_base_cam[cam]
+            rgb = render(stamp, T) if render else seq.scene.render(T, seq.K, seq.config.width, seq.config.height)[0]
+            images[cam] = CameraImage(cam, stamp, rgb, seq.K, optical_frame_id(cam))
+        out = engine.process(FrameSet(stamp, images, dict(seq.T_base_cam), T_odom_base))
+        if out is not None:
+            yield out, navigation_cloud(cfg, out, tf.lookup), tf
 
 
 class NoisyGroundTruthDepth:
