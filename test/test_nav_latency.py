@@ -38,18 +38,18 @@ class VirtualClock:
         return self.base_ns + int((time.perf_counter() - self.t0) * 1e9)
 
 
-@pytest.fixture(scope="module")
-def run() -> dict[str, Any]:
+def run_live(frames: int, **overrides: Any) -> dict[str, Any]:
     stream = LoopingStream(SyntheticConfig(n_cameras=2, width=96, height=72, rate_hz=10.0))
     cfg = from_dict({"cameras": stream.camera_names, "runtime.device": "cpu", "keyframes.min_translation_m": 0.03,
-                     "depth.min_baseline_m": 0.02, "fusion.delay_keyframes": 1, "keyframes.buffer_size": 4})
+                     "depth.min_baseline_m": 0.02, "fusion.delay_keyframes": 1, "keyframes.buffer_size": 4,
+                     **overrides})
     engine = ReconstructionEngine(cfg, depth_source=SlowDepth(GroundTruthDepth(stream.scene), DEPTH_SLEEP_S))
     kit, tf, clock = MessageKit.for_rosbags(), TfBuffer(), VirtualClock()
     published: list[tuple[str, Any]] = []
     live = LiveRecon(cfg, kit, tf, lambda t, m: published.append((t, m)), engine=engine, clock_ns=clock)
     stream.prime_live(live, tf, kit)
     try:
-        for i in range(8):
+        for i in range(frames):
             stream.frame(i)  # render (cached) before the images "arrive"
             clock.arrive(stream.stamp_ns(i))
             stream.feed_live(live, tf, kit, i)
@@ -57,6 +57,11 @@ def run() -> dict[str, Any]:
         return {"cfg": cfg, "status": live.status(), "msgs": live.status_messages(), "published": published}
     finally:
         live.close()
+
+
+@pytest.fixture(scope="module")
+def run() -> dict[str, Any]:
+    return run_live(8)
 
 
 def test_stages_are_reported_and_add_up(run: dict[str, Any]) -> None:
@@ -103,3 +108,12 @@ def test_navigation_cloud_is_published_first_in_base_link(run: dict[str, Any]) -
     pts, _ = pointcloud2_to_numpy(msg)
     assert msg.header.frame_id == "base_link" and len(pts) > 0
     assert np.all(pts[:, 2] >= 0.0)  # ground removed: nothing at or below the floor (z = 0 in base_link)
+
+
+def test_cameras_without_tf_to_the_navigation_frame_are_counted_and_warned() -> None:
+    r = run_live(4, **{"navigation.frame": "base_footprint"})  # no such frame in this robot's TF
+    assert r["status"]["nav_views_without_tf"] >= 2  # both cameras of each keyframe with depth
+    (_, _), (_, diag) = r["msgs"]
+    assert diag.status[0].level == 1 and "base_footprint" in diag.status[0].message
+    obstacles = [m for t, m in r["published"] if t == r["cfg"].output_topic("obstacles")]
+    assert obstacles and all(m.width == 0 for m in obstacles)  # still published (empty), never wrong

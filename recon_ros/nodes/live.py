@@ -114,6 +114,8 @@ class LiveRecon:
         self.engine.drops = self.drops
         self.tf = tf
         self.nav_latency = NavLatencyTracker(clock_ns)
+        self.nav_views_without_tf = 0  # views left out of navigation clouds: no TF to navigation.frame
+        self._last_nav_missing = 0
         self.worker = InferenceWorker(self._process, cfg.runtime.queue_size, self.drops,
                                       on_result=self._on_keyframe, clock_ns=clock_ns)
         self.latest_stamp_ns = 0  # newest image stamp seen: stamps status/diagnostics (never now())
@@ -157,6 +159,11 @@ class LiveRecon:
                 self.publish(topic, msg)
             self.nav_latency.on_published(out.stamp_ns, out.stage_seconds, nav.build_s, time.perf_counter() - t0,
                                           len(nav.points))
+            missing = nav.counts["views_without_tf"]
+            if missing:  # counted (status, diagnostics) and logged; the other cameras' points still go out
+                self.nav_views_without_tf += missing
+                LOG.warning("navigation cloud @ %.3f s: %d camera(s) without TF to '%s' at the image stamp",
+                            out.stamp_ns * 1e-9, missing, self.cfg.navigation.frame)
         for topic, msg in engine_step_messages(self.kit, self.cfg, self.engine, out):
             self.publish(topic, msg)
 
@@ -203,7 +210,8 @@ class LiveRecon:
             s["stage_latency_ms"] = {**s.get("stage_latency_ms", {}), "stamp_to_output": latency}
         s["worker"] = w
         if self.cfg.navigation.enabled:
-            s.update(self.nav_latency.status(), nav_frame=self.cfg.navigation.frame)
+            s.update(self.nav_latency.status(), nav_frame=self.cfg.navigation.frame,
+                     nav_views_without_tf=self.nav_views_without_tf)
         return s
 
     def status_messages(self) -> list[tuple[str, Any]]:
@@ -219,6 +227,9 @@ class LiveRecon:
         elif new_drops:
             level = DIAG_WARN
             message = "dropping input: " + ", ".join(f"{k} +{v}" for k, v in sorted(new_drops.items()))
+        elif self.nav_views_without_tf > self._last_nav_missing:
+            level, message = DIAG_WARN, (f"navigation cloud: {self.nav_views_without_tf - self._last_nav_missing} "
+                                         f"camera view(s) without TF to '{self.cfg.navigation.frame}'")
         elif s["cameras_missing"]:
             level, message = DIAG_WARN, "degraded rig, no images from " + ", ".join(
                 self.cfg.image_topic(c) for c in s["cameras_missing"])
@@ -226,6 +237,7 @@ class LiveRecon:
             level, message = DIAG_WARN, "no images received yet on " + ", ".join(
                 self.cfg.image_topic(c) for c in self.cfg.cameras)
         self._last_drops, self._last_failed = dict(drops), w["failed"]
+        self._last_nav_missing = self.nav_views_without_tf
         values = {
             "images_received": s["images_received"],
             "frame_sets": s["frame_sets"],
@@ -241,6 +253,7 @@ class LiveRecon:
                 "nav.stamp_to_publish_ms_p50": round(s["nav_stamp_to_publish_ms_p50"], 1),
                 "nav.stamp_to_publish_ms_max": round(s["nav_stamp_to_publish_ms_max"], 1),
                 "nav.points": s["nav_points"], "nav.frame": s["nav_frame"],
+                "nav.views_without_tf": s["nav_views_without_tf"],
                 **{f"nav.latency_ms.{k}": round(v, 1) for k, v in s["nav_latency_ms"].items()}}
                if self.cfg.navigation.enabled else {}),
             **{f"dropped.{k}": v for k, v in drops.items()},
