@@ -4,7 +4,10 @@ A costmap plugin (Nav2 voxel layer, STVL, obstacle layer) wants few points, no f
 and points in a frame it can transform. From the depth the engine publishes for the new keyframe
 (NaN = invalid, with its confidence), per camera:
 
-  pixels with finite depth and confidence >= the published threshold, within [min_range, max_range]
+  pixels with finite depth and confidence >= the published threshold
+    -> median filter: kept where the depth agrees with the median of the used pixels around it, and
+       replaced by that median (speckle and flying pixels go, noise drops, edges stay)
+    -> range clip [min_range, max_range] from the camera
     -> points in the navigation frame (TF at the image stamp)
     -> height above the ground: a RANSAC plane fit to the points near the known ground height
        (``navigation.ground_height_m``), or that known height when too few points fit
@@ -12,9 +15,9 @@ and points in a frame it can transform. From the depth the engine publishes for 
     -> one point per voxel (centroid) with >= ``min_pixels_per_voxel`` pixels, at most ``max_points``
        (the voxels nearest the frame origin win: near obstacles matter most to a planner)
 
-Clearing: the same confident, range-clipped pixels INCLUDING the ground, voxel-downsampled, in each
-camera's optical frame; the frame origin is the camera, so a costmap raytracing from the sensor
-origin clears exactly the space each ray crossed (see docs/NAV2.md).
+Clearing: the same confident pixels INCLUDING the ground, rays longer than max_range cut there,
+voxel-downsampled, in each camera's optical frame; the frame origin is the camera, so a costmap
+raytracing from the sensor origin clears exactly the space each ray crossed (see docs/NAV2.md).
 """
 
 from __future__ import annotations
@@ -179,7 +182,6 @@ class NavigationCloudBuilder:
         z = np.where(ok, d, 0.0).astype(np.float32)
         k = self.cfg.median_filter_px
         if k > 1:
-            # Unused pixels enter the median as 0, so a pixel among mostly unused neighbours fails too.
             # The median must come from used pixels: computed twice, with unused pixels (and the outside
             # of the image: medianBlur would replicate the border) as 0 and as +inf-like; a pixel is
             # kept when it agrees with both, which also needs a used majority around it.
@@ -199,7 +201,9 @@ class NavigationCloudBuilder:
         scale = np.minimum(1.0, self.cfg.max_range_m / np.maximum(rng, 1e-6))
         ends = backproject(depth * scale, view.K)[ok]
         ends, _ = voxel_downsample(ends, self.cfg.voxel_size_m)
-        return ClearingRays(view.camera, view.frame_id, view.stamp_ns, ends[: self.cfg.max_points])
+        if len(ends) > self.cfg.max_points:  # evenly thinned (voxels come out in key order, not by place)
+            ends = ends[np.linspace(0, len(ends) - 1, self.cfg.max_points).astype(np.int64)]
+        return ClearingRays(view.camera, view.frame_id, view.stamp_ns, ends)
 
     def build(self, views: list[ViewOutput], stamp_ns: int, lookup: Lookup) -> NavigationCloud:
         """Navigation cloud of ``views`` stamped ``stamp_ns``. ``lookup(nav_frame, camera_frame, stamp)``
