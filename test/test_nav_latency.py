@@ -117,3 +117,28 @@ def test_cameras_without_tf_to_the_navigation_frame_are_counted_and_warned() -> 
     assert diag.status[0].level == 1 and "base_footprint" in diag.status[0].message
     obstacles = [m for t, m in r["published"] if t == r["cfg"].output_topic("obstacles")]
     assert obstacles and all(m.width == 0 for m in obstacles)  # still published (empty), never wrong
+
+
+def test_tracker_memory_is_bounded_and_stages_follow_the_milestones() -> None:
+    from types import SimpleNamespace as NS
+
+    from recon_ros.pipeline.latency import MAX_TRACKED, NavLatencyTracker
+
+    now = [0]
+    tracker = NavLatencyTracker(lambda: now[0])
+    for i in range(3 * MAX_TRACKED):  # images of frame sets that never complete, frame sets never processed
+        tracker.on_decoded("a", i, 0.001)
+        tracker.on_frameset_ready(10_000 + i, {})
+    assert len(tracker._decode_s) <= MAX_TRACKED and len(tracker._ready) <= MAX_TRACKED
+    stamp = 10**12
+    tracker.on_decoded("a", stamp, 0.002)
+    now[0] = stamp + 30_000_000  # complete 30 ms after the stamp
+    tracker.on_frameset_ready(stamp, {"a": NS(stamp_ns=stamp)})
+    now[0] += 5_000_000  # worker starts 5 ms later
+    tracker.on_processing_start(stamp)
+    now[0] += 100_000_000  # published 100 ms later
+    stages = tracker.on_published(stamp, {"pose": 0.01, "depth": 0.05, "fusion": 0.02}, 0.01, 0.001, 7)
+    assert stages["decode"] == pytest.approx(2.0) and stages["sync"] == pytest.approx(28.0)
+    assert stages["queue"] == pytest.approx(5.0) and stages["depth"] == pytest.approx(50.0)
+    assert stages["other"] == pytest.approx(100.0 - 10 - 50 - 20 - 10 - 1)
+    assert tracker.status()["nav_stamp_to_publish_ms"] == pytest.approx(135.0)
