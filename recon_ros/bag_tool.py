@@ -99,7 +99,7 @@ def run_bag(
                     kept_clouds.extend(out.clouds)
                 bar.set_postfix(keyframes=engine.keyframe_count, map=len(engine.map))
                 if writer is not None:
-                    for topic, msg in engine_step_messages(kit, cfg, engine, out):
+                    for topic, msg in engine_step_messages(kit, cfg, engine, out, tf.lookup):
                         writer.write(topic, msg, out.stamp_ns)
 
         try:

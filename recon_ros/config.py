@@ -134,6 +134,10 @@ class MapConfig:
     max_points: int = _f(500_000, "Bound on map points; the voxel size grows when it is exceeded.")
     max_range_m: float = _f(8.0, "Points farther than this from their camera are not fused.")
     max_keyframe_points: int = _f(200_000, "Bound on points in one per-keyframe cloud message.")
+    organized_keyframe_cloud: bool = _f(
+        False, "Publish the per-keyframe cloud organized (height x width of the depth image, NaN = not fused) "
+        "for consumers that look up pixels; max_keyframe_points does not apply then. False = unorganized."
+    )
 
 
 @dataclass
@@ -158,6 +162,53 @@ class QosConfig:
 
 
 @dataclass
+class NavigationConfig:
+    """The costmap-ready cloud (``<prefix>/obstacles``) and its clearing rays (``<prefix>/clearing``)."""
+
+    enabled: bool = _f(True, "Publish the navigation cloud and clearing rays after every keyframe.")
+    frame: str = _f("base_link", "Frame of the navigation cloud; looked up in TF at each image stamp.")
+    voxel_size_m: float = _f(0.05, "Voxel edge of the navigation cloud (one point per voxel; the costmap resolution).")
+    max_points: int = _f(20_000, "At most this many points per navigation cloud (nearest voxels kept).")
+    min_obstacle_height_m: float = _f(
+        0.05, "Points lower than this above the ground are ground (removed); also the costmap's min height.")
+    max_obstacle_height_m: float = _f(2.0, "Points higher than this above the ground are dropped (ceiling, overhangs).")
+    min_range_m: float = _f(0.2, "Pixels nearer than this to their camera are dropped.")
+    max_range_m: float = _f(5.0, "Pixels farther than this from their camera are dropped (range clip).")
+    ground_height_m: float = _f(
+        0.0, "Known height of the ground in the navigation frame (0 when the frame sits on the floor, e.g. "
+        "base_footprint; minus the base height for a raised base_link).")
+    fit_ground: bool = _f(
+        True, "Refine the ground per keyframe with a RANSAC plane fit to pixels near ground_height_m "
+        "(follows ramps, pitch and a wrong base height); falls back to ground_height_m when too few fit.")
+    ground_fit_band_m: float = _f(0.15, "Only pixels within this of the known ground take part in the plane fit.")
+    min_pixels_per_voxel: int = _f(
+        1, "A voxel needs this many depth pixels to become a point (speckle filter; far voxels hold only 1-2 "
+        "pixels at 320 px, so raise it only with high-resolution depth; the median filter handles speckle).")
+    median_filter_px: int = _f(
+        5, "Median window (0 = off, 3 or 5): a pixel whose depth differs from its neighbourhood's median by "
+        "more than median_tolerance is not used (speckle, flying pixels at depth edges).")
+    median_tolerance: float = _f(0.03, "Relative depth difference to the median allowed by median_filter_px.")
+    clearing: bool = _f(
+        True, "Also publish <prefix>/clearing: per camera, the end points of all confident rays (ground "
+        "included) in that camera's optical frame, so a costmap raytraces free space from the camera.")
+
+    def validate(self) -> None:
+        if self.voxel_size_m <= 0 or self.max_points < 1 or self.min_pixels_per_voxel < 1:
+            raise ConfigError("navigation: voxel_size_m must be > 0, max_points and min_pixels_per_voxel >= 1")
+        if not self.min_obstacle_height_m < self.max_obstacle_height_m:
+            raise ConfigError(
+                f"navigation: expected min_obstacle_height_m < max_obstacle_height_m, got "
+                f"{self.min_obstacle_height_m} and {self.max_obstacle_height_m}")
+        if not 0 <= self.min_range_m < self.max_range_m:
+            raise ConfigError(
+                f"navigation: expected 0 <= min_range_m < max_range_m, got {self.min_range_m} and {self.max_range_m}")
+        if self.median_filter_px not in (0, 1, 3, 5):
+            raise ConfigError(f"navigation.median_filter_px must be 0, 1, 3 or 5, got {self.median_filter_px}")
+        if not self.frame:
+            raise ConfigError("parameter 'navigation.frame' is empty; name the costmap's robot frame, e.g. base_link")
+
+
+@dataclass
 class ReconConfig:
     cameras: list = _f([], "Camera names; they fill '{camera}' in topics and frames. Empty = find the cameras: "
                        "every image topic with a camera_info beside it (bag: the bag's topics; node: the ROS graph).")
@@ -171,6 +222,7 @@ class ReconConfig:
     map: MapConfig = field(default_factory=MapConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     qos: QosConfig = field(default_factory=QosConfig)
+    navigation: NavigationConfig = field(default_factory=NavigationConfig)
 
     # ---- topic and frame names -------------------------------------------------------------
     def _per_camera(self, values: list, camera: str) -> str:
@@ -227,6 +279,7 @@ class ReconConfig:
         for name in ("keyframes.buffer_size", "runtime.queue_size", "sync.max_pending", "map.max_points"):
             if get_value(self, name) < 1:
                 raise ConfigError(f"parameter '{name}' must be >= 1 (it bounds memory)")
+        self.navigation.validate()
         if self.pose.source == "mvdust3r+" and self.cameras and len(self.cameras) * self.pose.window_keyframes < 4:
             raise ConfigError("pose.source 'mvdust3r+' needs >= 4 views: raise pose.window_keyframes")
 

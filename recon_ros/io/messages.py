@@ -289,6 +289,18 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
 
 def make_pointcloud2(kit: MessageKit, points: np.ndarray, colors: np.ndarray, stamp_ns: int, frame_id: str) -> Any:
     """Unorganised PointCloud2 with x y z rgb FLOAT32 at offsets 0/4/8/12 (point_step 16), built from one buffer."""
+    return _pointcloud2(kit, points, colors, 1, len(points), stamp_ns, frame_id)
+
+
+def make_organized_pointcloud2(kit: MessageKit, points: np.ndarray, colors: np.ndarray, stamp_ns: int,
+                               frame_id: str) -> Any:
+    """Organized PointCloud2 (height x width of ``points [h, w, 3]``, NaN = no point), same x y z rgb layout."""
+    h, w = points.shape[:2]
+    return _pointcloud2(kit, points.reshape(-1, 3), colors.reshape(-1, 3), h, w, stamp_ns, frame_id)
+
+
+def _pointcloud2(kit: MessageKit, points: np.ndarray, colors: np.ndarray, height: int, width: int, stamp_ns: int,
+                 frame_id: str) -> Any:
     n = len(points)
     buf = np.empty(n, dtype=CLOUD_DTYPE)
     buf["x"], buf["y"], buf["z"] = points[:, 0], points[:, 1], points[:, 2]
@@ -297,14 +309,14 @@ def make_pointcloud2(kit: MessageKit, points: np.ndarray, colors: np.ndarray, st
     fields = [field_cls(name=name, offset=4 * i, datatype=7, count=1) for i, name in enumerate(["x", "y", "z", "rgb"])]
     return kit.cls("sensor_msgs/msg/PointCloud2")(
         header=make_header(kit, stamp_ns, frame_id),
-        height=1,
-        width=n,
+        height=height,
+        width=width,
         fields=fields,
         is_bigendian=False,
         point_step=16,
-        row_step=16 * n,
+        row_step=16 * width,
         data=kit.array(buf.view(np.uint8), np.uint8),
-        is_dense=True,
+        is_dense=bool(height == 1 or np.isfinite(points).all()),  # organized clouds hold NaN for no point
     )
 
 
@@ -392,6 +404,7 @@ def make_recon_status(kit: MessageKit, status: dict[str, Any], stamp_ns: int, fr
     """ReconStatus from the engine's ``status()`` dict."""
     drops = status.get("dropped", {})
     stages = status.get("stage_latency_ms", {})
+    nav = status.get("nav_latency_ms", {})
     return kit.cls(f"{PACKAGE}/msg/ReconStatus")(
         header=make_header(kit, stamp_ns, frame_id),
         images_received=int(status.get("images_received", 0)),
@@ -409,6 +422,11 @@ def make_recon_status(kit: MessageKit, status: dict[str, Any], stamp_ns: int, fr
         backend=str(status.get("backend", "")),
         scale=float(status.get("scale", 1.0)),
         scale_residual_m=float(status.get("scale_residual_m", 0.0)),
+        nav_stage_names=list(nav),
+        nav_stage_ms=kit.array(list(nav.values()), np.float32),
+        nav_stamp_to_publish_ms=float(status.get("nav_stamp_to_publish_ms", float("nan"))),
+        nav_points=int(status.get("nav_points", 0)),
+        nav_frame=str(status.get("nav_frame", "")),
     )
 
 
