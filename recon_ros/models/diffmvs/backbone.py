@@ -9,13 +9,15 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fast_ops import Conv3d
+
 
 class ConvBNReLU(nn.Module):
     """Bias-free conv + BatchNorm (+ ReLU): the checkpoint stores ``conv.weight`` and ``bn.*``."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True, dims: int = 2) -> None:
         super().__init__()
-        conv_cls = nn.Conv2d if dims == 2 else nn.Conv3d
+        conv_cls = nn.Conv2d if dims == 2 else Conv3d
         bn_cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
         self.conv = conv_cls(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
         self.bn = bn_cls(cout)
