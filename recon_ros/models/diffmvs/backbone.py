@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fast_ops import Conv3d
+from .fast_ops import Conv3d, to_channels_last, to_contiguous
 
 
 class ConvBNReLU(nn.Module):
@@ -77,6 +77,10 @@ class FeaturePyramid(nn.Module):
             self.out3 = nn.Conv2d(top, out_channels[2], 3, padding=1, bias=False)
 
     def forward(self, img: Tensor) -> dict[str, Tensor]:
+        out = self._forward(to_channels_last(img))
+        return {k: to_contiguous(v) for k, v in out.items()}
+
+    def _forward(self, img: Tensor) -> dict[str, Tensor]:
         c0 = self.conv0(img)
         c1 = self.conv1(c0)
         c2 = self.conv2(c1)

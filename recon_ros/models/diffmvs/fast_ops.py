@@ -13,6 +13,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def eager_cpu_float(x: Tensor) -> bool:
+    """True when ``x`` runs eagerly in float32 on a CPU with oneDNN (not traced, scripted or exported)."""
+    return _eager_cpu_float(x)
+
+
+def to_channels_last(x: Tensor) -> Tensor:
+    """NHWC memory layout for a 2-D encoder's input on the CPU: oneDNN then convolves without reordering
+    every activation to and from its blocked layout (feature pyramid on 5 views of 640x512: 1.09 s ->
+    0.64 s, one thread). Values are unchanged; elsewhere a no-op."""
+    return x.contiguous(memory_format=torch.channels_last) if _eager_cpu_float(x) else x
+
+
+def to_contiguous(x: Tensor) -> Tensor:
+    """Back to the default NCHW layout (grid sampling and the cost volumes are faster on it)."""
+    return x.contiguous() if _eager_cpu_float(x) else x
+
+
 def _eager_cpu_float(x: Tensor) -> bool:
     return (
         x.device.type == "cpu"

@@ -115,7 +115,7 @@ class InitialDepth(nn.Module):
         weights = []
         for v in range(1, len(features)):
             warped = warp_to_reference(features[v], full_projection(cams[:, v]), ref_proj, depth_hypotheses)
-            corr = group_correlation(ref_feature, warped, self.groups)
+            corr = group_correlation(ref_feature, warped, self.groups, consume=True)
             weight = self.pixel_view_weight(corr)
             weights.append(weight)
             if acc is None or wsum is None:
