@@ -133,3 +133,39 @@ def test_diffmvs_engine_check_refuses_scale_drift(diffmvs_export) -> None:
     drifted = OnnxRuntimeBackend(_scaled_output(exported.onnx_path, out / "drift.onnx", last_depth, 1.03), "cpu")
     with pytest.raises(EngineVerificationError, match=rf"TensorRT 10\.7\.0\.23 with Orin.*{last_depth}"):
         runner.verify(drifted, exported, PLATFORM["tensorrt_version"], PLATFORM["gpu_name"], "cache/x.engine")
+
+
+def test_tensorrt_load_path_refuses_bad_version_and_drifting_engine(diffmvs_export, monkeypatch) -> None:
+    """The runner's TensorRT path (``_make``) with TensorRT faked: a listed version is refused before
+    anything is built; a built/cached engine that drifts is refused; a faithful one is returned."""
+    import types
+
+    from recon_ros.runtime import engine_builder, runners
+    from recon_ros.runtime.engine_meta import EngineCache, EngineMeta
+
+    net, exported, out = diffmvs_export
+    last_depth = [n for n in exported.output_names if n.startswith("depth_")][-1]
+    drift = _scaled_output(exported.onnx_path, out / "drift_make.onnx", last_depth, 1.05)
+    version = {"v": "10.3.0.30"}
+    engine_file = {"onnx": exported.onnx_path}
+    built: list[str] = []
+
+    def meta(model, onnx_path, sha, fp16, shapes, **extra) -> EngineMeta:
+        return EngineMeta(model, sha, "x", version["v"], "Orin", "8.7", "fp32", dict(shapes))
+
+    monkeypatch.setattr(runners, "import_tensorrt", lambda: types.SimpleNamespace(__version__=version["v"]))
+    monkeypatch.setattr(engine_builder, "engine_meta", meta)
+    monkeypatch.setattr(EngineCache, "get", lambda self, expected, build: built.append("get") or out / "e.engine")
+    monkeypatch.setattr(
+        runners, "TensorRTBackend", lambda path, device, cuda_graph=False: OnnxRuntimeBackend(engine_file["onnx"])
+    )
+    runner = DiffMVSRunner(net, "tensorrt", "cpu", cache_dir=out)
+    with pytest.raises(EngineVerificationError, match=r"TensorRT 10\.3\.0\.30 on Orin is listed as bad"):
+        runner._make(exported)
+    assert built == []  # refused before building
+    version["v"] = "10.7.0.23"
+    engine_file["onnx"] = drift
+    with pytest.raises(EngineVerificationError, match=r"e\.engine refused: on TensorRT 10\.7\.0\.23 with Orin"):
+        runner._make(exported)
+    engine_file["onnx"] = exported.onnx_path
+    assert runner._make(exported).output_names == exported.output_names
