@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import platform
 import statistics
 import sys
@@ -226,9 +227,11 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "runs": args.runs, "warmup": args.warmup, "date": time.strftime("%Y-%m-%d"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "load_average_start": os.getloadavg(),
     }
     for model in [m for m in args.models.split(",") if m]:
         results[model] = bench_model(model, upstream_cls, args)
+    results["load_average_end"] = os.getloadavg()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
