@@ -6,10 +6,11 @@ state_dict; everything else is ours.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fast_ops import Conv3d, to_channels_last, to_contiguous
+from .fast_ops import Conv3d, eager_cpu_float, to_channels_last, to_contiguous
 
 
 class ConvBNReLU(nn.Module):
@@ -24,8 +25,23 @@ class ConvBNReLU(nn.Module):
         self.relu = relu
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training and eager_cpu_float(x):
+            # Inference on the CPU: BatchNorm folded into the convolution (one pass over the output
+            # instead of two; at full resolution the separate BatchNorm cost as much as the conv).
+            x = self._folded_conv(x)
+            return F.relu_(x) if self.relu else x
         x = self.bn(self.conv(x))
         return F.relu(x) if self.relu else x
+
+    def _folded_conv(self, x: Tensor) -> Tensor:
+        bn, conv = self.bn, self.conv
+        assert bn.running_var is not None and bn.running_mean is not None
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+        bias = bn.bias - bn.running_mean * scale
+        if isinstance(conv, Conv3d):
+            return conv.conv_with(x, weight, bias)
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class ResidualBlock(nn.Module):

@@ -47,8 +47,12 @@ class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` (same parameters and state_dict keys) that runs oneDNN directly on the CPU."""
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.conv_with(x, self.weight, self.bias)
+
+    def conv_with(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """This layer's convolution with other weights (e.g. BatchNorm folded in)."""
         if self.padding_mode == "zeros" and not isinstance(self.padding, str) and _eager_cpu_float(x):
             return torch.mkldnn_convolution(
-                x.contiguous(), self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+                x.contiguous(), weight, bias, self.padding, self.stride, self.dilation, self.groups
             )
-        return F.conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv3d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
