@@ -49,3 +49,22 @@ def test_group_correlation_consume_gives_the_same_values() -> None:
     with torch.inference_mode():
         consumed = group_correlation(ref, warped.clone(), 4, consume=True)
     assert torch.equal(expected, consumed)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_conv_bn_relu_folded_matches_separate_batchnorm(dims: int) -> None:
+    from recon_ros.models.diffmvs.backbone import ConvBNReLU
+
+    torch.manual_seed(0)
+    layer = ConvBNReLU(4, 8, 3, stride=2, dims=dims)
+    with torch.no_grad():  # non-trivial running statistics and affine parameters
+        layer.bn.running_mean.uniform_(-1, 1)
+        layer.bn.running_var.uniform_(0.5, 2)
+        layer.bn.weight.uniform_(0.5, 1.5)
+        layer.bn.bias.uniform_(-0.5, 0.5)
+    layer.eval()
+    x = torch.randn(1, 4, *([10] * (dims - 2)), 16, 20)
+    with torch.inference_mode():
+        folded = layer(x)
+        separate = F.relu(layer.bn(layer.conv(x)))
+    assert (folded - separate).abs().max() <= TOL
