@@ -152,6 +152,10 @@ class RuntimeConfig:
     )
     queue_size: int = _f(2, "Frame sets waiting for the inference worker; the oldest is dropped when full.")
     threads: int = _f(0, "CPU threads for torch (0 = torch default).")
+    allow_known_bad_tensorrt: bool = _f(
+        False, "Run TensorRT engines under a version listed as bad (recon_ros.runtime.verify.KNOWN_BAD_TENSORRT); "
+        "every engine is still checked against ONNX Runtime before use.",
+    )
 
 
 @dataclass
