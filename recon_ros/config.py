@@ -152,9 +152,11 @@ class RuntimeConfig:
     )
     queue_size: int = _f(2, "Frame sets waiting for the inference worker; the oldest is dropped when full.")
     threads: int = _f(0, "CPU threads for torch (0 = torch default).")
-    allow_known_bad_tensorrt: bool = _f(
-        False, "Run TensorRT engines under a version listed as bad (recon_ros.runtime.verify.KNOWN_BAD_TENSORRT); "
-        "every engine is still checked against ONNX Runtime before use.",
+    known_bad_tensorrt: str = _f(
+        "verify", "TensorRT engines under a version listed as bad (recon_ros.runtime.verify.KNOWN_BAD_TENSORRT): "
+        "'verify' runs them only after they pass the ONNX Runtime sample check 3 times (warning logged), "
+        "'refuse' refuses them before building. Every engine is checked against ONNX Runtime before use.",
+        ("verify", "refuse"),
     )
 
 

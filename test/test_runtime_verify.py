@@ -18,6 +18,7 @@ from recon_ros.runtime.backends import OnnxRuntimeBackend
 from recon_ros.runtime.export import export_diffmvs
 from recon_ros.runtime.runners import DiffMVSRunner
 from recon_ros.runtime.verify import (
+    KNOWN_BAD_RUNS,
     TOLERANCE,
     EngineVerificationError,
     check_tensorrt_version,
@@ -66,9 +67,10 @@ def test_known_bad_versions_match_whole_components() -> None:
     assert known_bad_reason("10.30.1") is None
     assert known_bad_reason("10.4.0.26") is None
     with pytest.raises(EngineVerificationError, match=r"TensorRT 10\.3\.0\.30 on Orin.*KNOWN_BAD_TENSORRT"):
-        check_tensorrt_version("10.3.0.30", "Orin")
-    check_tensorrt_version("10.3.0.30", "Orin", allow_known_bad=True)  # allowed: a warning only
-    check_tensorrt_version("10.7.0.23", "Orin")
+        check_tensorrt_version("10.3.0.30", "Orin", policy="refuse")
+    # default policy: a warning, and the engine must pass the sample KNOWN_BAD_RUNS times
+    assert check_tensorrt_version("10.3.0.30", "Orin") == KNOWN_BAD_RUNS > 1
+    assert check_tensorrt_version("10.7.0.23", "Orin", policy="refuse") == 1
 
 
 def test_deviation_ignores_one_percent_and_catches_nan() -> None:
@@ -160,12 +162,31 @@ def test_tensorrt_load_path_refuses_bad_version_and_drifting_engine(diffmvs_expo
         runners, "TensorRTBackend", lambda path, device, cuda_graph=False: OnnxRuntimeBackend(engine_file["onnx"])
     )
     runner = DiffMVSRunner(net, "tensorrt", "cpu", cache_dir=out)
+    runner.known_bad_tensorrt = "refuse"
     with pytest.raises(EngineVerificationError, match=r"TensorRT 10\.3\.0\.30 on Orin is listed as bad"):
         runner._make(exported)
     assert built == []  # refused before building
-    version["v"] = "10.7.0.23"
-    engine_file["onnx"] = drift
-    with pytest.raises(EngineVerificationError, match=r"e\.engine refused: on TensorRT 10\.7\.0\.23 with Orin"):
+    # default policy under a listed version: an engine that drifts on its second run is refused
+    runner.known_bad_tensorrt = "verify"
+    calls = {"n": 0}
+
+    def drifting_second_run(path, device, cuda_graph=False):
+        good, bad = OnnxRuntimeBackend(exported.onnx_path), OnnxRuntimeBackend(drift)
+
+        class Alternating:
+            input_names, output_names = good.input_names, good.output_names
+
+            def __call__(self, feeds):
+                calls["n"] += 1
+                return (bad if calls["n"] == 2 else good)(feeds)
+
+        return Alternating()
+
+    monkeypatch.setattr(runners, "TensorRTBackend", drifting_second_run)
+    with pytest.raises(EngineVerificationError, match=r"at run 2 of 3"):
         runner._make(exported)
-    engine_file["onnx"] = exported.onnx_path
+    monkeypatch.setattr(
+        runners, "TensorRTBackend", lambda path, device, cuda_graph=False: OnnxRuntimeBackend(engine_file["onnx"])
+    )
+    assert runner._make(exported).output_names == exported.output_names  # faithful: passes 3 runs
     assert runner._make(exported).output_names == exported.output_names

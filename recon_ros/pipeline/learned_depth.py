@@ -181,7 +181,7 @@ def build_learned_depth_source(cfg: ReconConfig, device: str = "cpu") -> DiffMVS
             net, backend, device, cache_dir=cache, fp16=cfg.runtime.fp16, threads=cfg.runtime.threads,
             on_stale=cfg.runtime.engine_on_stale,
         )
-        runner.allow_known_bad_tensorrt = cfg.runtime.allow_known_bad_tensorrt
+        runner.known_bad_tensorrt = cfg.runtime.known_bad_tensorrt
     predictor = DiffMVSPredictor(net, device=device, runner=runner)
     thresholds = tuple(float(t) for t in cfg.fusion.stage_confidence_thresholds) or None
     LOG.info("depth source %s (%s, %s backend on %s) from %s", source, preset, backend, device, path)
