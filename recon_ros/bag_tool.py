@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from recon_ros.config import ReconConfig
 from recon_ros.io.bag import BagReader, BagWriter
+from recon_ros.io.cameras import camera_topics, resolve_cameras
 from recon_ros.io.messages import (
     BadMessage,
     MessageKit,
@@ -58,27 +59,30 @@ def run_bag(
     kit = MessageKit.for_rosbags()
     drops = DropCounter()
     tf = TfBuffer()
-    frontend = FrontEnd(cfg, tf, drops)
-    engine = engine or ReconstructionEngine(cfg, drops=drops)
-    engine.drops = drops
-    image_topics = {cfg.image_topic(c): c for c in cfg.cameras}
-    info_topics = {cfg.camera_info_topic(c): c for c in cfg.cameras}
-    gt_pattern = cfg.topics.depth_ground_truth
-    gt_topics = {gt_pattern.format(camera=c): c for c in cfg.cameras} if gt_pattern else {}
-    depth_summary = PublishedDepthSummary()
     kept: list[KeyframeOutput] = []
     kept_clouds: list[CloudOutput] = []
     t_start = time.perf_counter()
 
     with BagReader(input_path, kit) as reader:
         counts = reader.message_counts()
+        # Cameras named in the config win; with none, every image topic with a camera_info beside it is one.
+        cfg, discovery = resolve_cameras(cfg, reader.topics.items(), str(input_path))
+        frontend = FrontEnd(cfg, tf, drops)
+        engine = engine or ReconstructionEngine(cfg, drops=drops)
+        engine.drops = drops
+        sources = camera_topics(cfg)
+        image_topics = {c.image_topic: c.name for c in sources}
+        info_topics = {c.info_topic: c.name for c in sources}
+        gt_pattern = cfg.topics.depth_ground_truth
+        gt_topics = {gt_pattern.format(camera=c): c for c in cfg.cameras} if gt_pattern else {}
+        depth_summary = PublishedDepthSummary()
         missing = [t for t in [*image_topics, *info_topics] if t not in counts]
         for t in missing:
             LOG.warning("%s: topic %s is not in the bag (has: %s)", input_path, t, ", ".join(sorted(counts)))
         if not any(t in counts for t in image_topics):
             raise ValueError(
                 f"{input_path}: none of the image topics {sorted(image_topics)} is in the bag; "
-                f"set cameras / topics.image / topics.compressed to match (bag has: {sorted(counts)})"
+                f"set cameras / topics.image / topics.transports to match (bag has: {sorted(counts)})"
             )
         writer = BagWriter(output_path, kit, overwrite=overwrite) if output_path else None
         total_images = sum(counts.get(t, 0) for t in image_topics)
@@ -86,8 +90,7 @@ def run_bag(
         images_read: Counter[str] = Counter()
         unknown_types: set[tuple[str, str]] = set()
         uncopyable: set[str] = set()
-        image_type = "sensor_msgs/msg/CompressedImage" if cfg.topics.compressed else "sensor_msgs/msg/Image"
-        expected_types = {**dict.fromkeys(image_topics, image_type),
+        expected_types = {**{c.image_topic: c.image_type for c in sources},
                           **dict.fromkeys(info_topics, "sensor_msgs/msg/CameraInfo"),
                           "/tf": "tf2_msgs/msg/TFMessage", "/tf_static": "tf2_msgs/msg/TFMessage"}
 
@@ -103,7 +106,7 @@ def run_bag(
                     depth_summary.add_published(v.camera, v.stamp_ns, v.depth, v.confidence)
                 bar.set_postfix(keyframes=engine.keyframe_count, map=len(engine.map))
                 if writer is not None:
-                    for topic, msg in engine_step_messages(kit, cfg, engine, out):
+                    for topic, msg in engine_step_messages(kit, cfg, engine, out, tf.lookup):
                         writer.write(topic, msg, out.stamp_ns)
 
         try:
@@ -177,6 +180,9 @@ def run_bag(
         summary = {
             "input": str(input_path),
             "output": str(output_path) if output_path else None,
+            "cameras": {c.name: {"image_topic": c.image_topic, "camera_info_topic": c.info_topic,
+                                 "transport": c.transport} for c in sources},
+            "ignored_topics": dict(discovery.ignored),
             "images_read": dict(images_read),
             "images_total": sum(images_read.values()),
             "frame_sets": frontend.frame_sets,

@@ -36,6 +36,16 @@ class TopicsConfig:
     compressed: bool = _f(False, "Subscribe to '<image>/compressed' (sensor_msgs/CompressedImage, JPEG/PNG).")
     camera_info: str = _f("/{camera}/camera_info", "CameraInfo topic per camera.")
     output_prefix: str = _f("/recon", "Prefix of every topic recon_ros publishes.")
+    image_topics: list = _f(
+        [], "Image topic per camera, in the order of 'cameras' (overrides topics.image; empty = the template). "
+        "Filled by camera discovery.")
+    camera_info_topics: list = _f(
+        [], "CameraInfo topic per camera, in the order of 'cameras' (overrides topics.camera_info).")
+    transports: list = _f(
+        [], "'raw', 'compressed' or 'auto' per camera, in the order of 'cameras'. Empty = topics.compressed for "
+        "every camera when set, else 'auto': raw when the image topic exists, '<image>/compressed' when only it does.")
+    discovery_wait_s: float = _f(
+        2.0, "Node with empty 'cameras': how long to wait for camera topics to appear on the ROS graph.")
     depth_ground_truth: str = _f(
         "", "Bag tool only: 32FC1 ground-truth depth topic per camera ('{camera}' is replaced), e.g. "
         "'/{camera}/depth_ground_truth'; when set, the summary scores the published depth against it.")
@@ -46,7 +56,8 @@ class FramesConfig:
     map: str = _f("map", "Fixed frame of the fused map and the published poses.")
     odom: str = _f("odom", "Odometry frame (REP-105).")
     base: str = _f("base_link", "Robot base frame carrying the camera rig.")
-    optical: str = _f("{camera}_optical_frame", "Optical frame per camera (z forward, x right, y down).")
+    optical: str = _f("{camera}_optical_frame", "Optical frame of a camera whose images carry no header.frame_id "
+                      "(the frame_id of each image is used otherwise; z forward, x right, y down).")
     tf_mode: str = _f(
         "map_odom",
         "Transform recon_ros publishes: 'map_odom' (map->odom, needs odometry), 'map_camera' "
@@ -139,6 +150,10 @@ class MapConfig:
     max_points: int = _f(500_000, "Bound on map points; the voxel size grows when it is exceeded.")
     max_range_m: float = _f(8.0, "Points farther than this from their camera are not fused.")
     max_keyframe_points: int = _f(200_000, "Bound on points in one per-keyframe cloud message.")
+    organized_keyframe_cloud: bool = _f(
+        False, "Publish the per-keyframe cloud organized (height x width of the depth image, NaN = not fused) "
+        "for consumers that look up pixels; max_keyframe_points does not apply then. False = unorganized."
+    )
 
 
 @dataclass
@@ -153,6 +168,12 @@ class RuntimeConfig:
     )
     queue_size: int = _f(2, "Frame sets waiting for the inference worker; the oldest is dropped when full.")
     threads: int = _f(0, "CPU threads for torch (0 = torch default).")
+    known_bad_tensorrt: str = _f(
+        "verify", "TensorRT engines under a version listed as bad (recon_ros.runtime.verify.KNOWN_BAD_TENSORRT): "
+        "'verify' runs them only after they pass the ONNX Runtime sample check 3 times (warning logged), "
+        "'refuse' refuses them before building. Every engine is checked against ONNX Runtime before use.",
+        ("verify", "refuse"),
+    )
 
 
 @dataclass
@@ -163,8 +184,56 @@ class QosConfig:
 
 
 @dataclass
+class NavigationConfig:
+    """The costmap-ready cloud (``<prefix>/obstacles``) and its clearing rays (``<prefix>/clearing``)."""
+
+    enabled: bool = _f(True, "Publish the navigation cloud and clearing rays after every keyframe.")
+    frame: str = _f("base_link", "Frame of the navigation cloud; looked up in TF at each image stamp.")
+    voxel_size_m: float = _f(0.05, "Voxel edge of the navigation cloud (one point per voxel; the costmap resolution).")
+    max_points: int = _f(20_000, "At most this many points per navigation cloud (nearest voxels kept).")
+    min_obstacle_height_m: float = _f(
+        0.05, "Points lower than this above the ground are ground (removed); also the costmap's min height.")
+    max_obstacle_height_m: float = _f(2.0, "Points higher than this above the ground are dropped (ceiling, overhangs).")
+    min_range_m: float = _f(0.2, "Pixels nearer than this to their camera are dropped.")
+    max_range_m: float = _f(5.0, "Pixels farther than this from their camera are dropped (range clip).")
+    ground_height_m: float = _f(
+        0.0, "Known height of the ground in the navigation frame (0 when the frame sits on the floor, e.g. "
+        "base_footprint; minus the base height for a raised base_link).")
+    fit_ground: bool = _f(
+        True, "Refine the ground per keyframe with a RANSAC plane fit to pixels near ground_height_m "
+        "(follows ramps, pitch and a wrong base height); falls back to ground_height_m when too few fit.")
+    ground_fit_band_m: float = _f(0.15, "Only pixels within this of the known ground take part in the plane fit.")
+    min_pixels_per_voxel: int = _f(
+        1, "A voxel needs this many depth pixels to become a point (speckle filter; far voxels hold only 1-2 "
+        "pixels at 320 px, so raise it only with high-resolution depth; the median filter handles speckle).")
+    median_filter_px: int = _f(
+        5, "Median window (0 = off, 3 or 5): a pixel whose depth differs from its neighbourhood's median by "
+        "more than median_tolerance is not used (speckle, flying pixels at depth edges).")
+    median_tolerance: float = _f(0.03, "Relative depth difference to the median allowed by median_filter_px.")
+    clearing: bool = _f(
+        True, "Also publish <prefix>/clearing: per camera, the end points of all confident rays (ground "
+        "included) in that camera's optical frame, so a costmap raytraces free space from the camera.")
+
+    def validate(self) -> None:
+        if self.voxel_size_m <= 0 or self.max_points < 1 or self.min_pixels_per_voxel < 1:
+            raise ConfigError("navigation: voxel_size_m must be > 0, max_points and min_pixels_per_voxel >= 1")
+        if not self.min_obstacle_height_m < self.max_obstacle_height_m:
+            raise ConfigError(
+                f"navigation: expected min_obstacle_height_m < max_obstacle_height_m, got "
+                f"{self.min_obstacle_height_m} and {self.max_obstacle_height_m}")
+        if not 0 <= self.min_range_m < self.max_range_m:
+            raise ConfigError(
+                f"navigation: expected 0 <= min_range_m < max_range_m, got {self.min_range_m} and {self.max_range_m}")
+        if self.median_filter_px not in (0, 1, 3, 5):
+            raise ConfigError(f"navigation.median_filter_px must be 0, 1, 3 or 5, got {self.median_filter_px}")
+        if not self.frame:
+            raise ConfigError("parameter 'navigation.frame' is empty; name the costmap's robot frame, e.g. base_link")
+
+
+@dataclass
 class ReconConfig:
-    cameras: list = _f(["front", "left", "right", "back"], "Camera names; they fill '{camera}' in topics and frames.")
+    cameras: list = _f([], "Camera names; they fill '{camera}' in topics and frames. Empty = find the cameras: "
+                       "every image topic with a camera_info beside it (bag: the bag's topics; node: the ROS graph).")
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -175,14 +244,28 @@ class ReconConfig:
     map: MapConfig = field(default_factory=MapConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     qos: QosConfig = field(default_factory=QosConfig)
+    navigation: NavigationConfig = field(default_factory=NavigationConfig)
 
     # ---- topic and frame names -------------------------------------------------------------
+    def _per_camera(self, values: list, camera: str) -> str:
+        if values and camera in self.cameras and self.cameras.index(camera) < len(values):
+            return str(values[self.cameras.index(camera)])
+        return ""
+
+    def transport(self, camera: str) -> str:
+        """'raw', 'compressed' or 'auto' (resolved against a bag or graph by io/cameras.py)."""
+        t = self._per_camera(self.topics.transports, camera)
+        return t or ("compressed" if self.topics.compressed else "auto")
+
     def image_topic(self, camera: str) -> str:
+        explicit = self._per_camera(self.topics.image_topics, camera)
+        if explicit:
+            return explicit
         topic = self.topics.image.format(camera=camera)
-        return f"{topic}/compressed" if self.topics.compressed else topic
+        return f"{topic}/compressed" if self.transport(camera) == "compressed" else topic
 
     def camera_info_topic(self, camera: str) -> str:
-        return self.topics.camera_info.format(camera=camera)
+        return self._per_camera(self.topics.camera_info_topics, camera) or self.topics.camera_info.format(camera=camera)
 
     def optical_frame(self, camera: str) -> str:
         return self.frames.optical.format(camera=camera)
@@ -196,8 +279,14 @@ class ReconConfig:
             choices = meta.get("choices")
             if choices and value not in choices:
                 raise ConfigError(f"parameter '{name}' = {value!r}; expected one of {list(choices)}")
-        if not self.cameras:
-            raise ConfigError("parameter 'cameras' is empty; list at least one camera name")
+        for name in ("image_topics", "camera_info_topics", "transports"):
+            values = getattr(self.topics, name)
+            if values and len(values) != len(self.cameras):
+                raise ConfigError(f"parameter 'topics.{name}' has {len(values)} entries for {len(self.cameras)} "
+                                  f"cameras {self.cameras}; expected one per camera")
+        bad = [t for t in self.topics.transports if t not in ("raw", "compressed", "auto")]
+        if bad:
+            raise ConfigError(f"parameter 'topics.transports': {bad}; expected 'raw', 'compressed' or 'auto'")
         if len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"parameter 'cameras' has duplicates: {self.cameras}")
         if not 0 < self.depth.min_depth_m < self.depth.max_depth_m:
@@ -212,7 +301,8 @@ class ReconConfig:
         for name in ("keyframes.buffer_size", "runtime.queue_size", "sync.max_pending", "map.max_points"):
             if get_value(self, name) < 1:
                 raise ConfigError(f"parameter '{name}' must be >= 1 (it bounds memory)")
-        if self.pose.source == "mvdust3r+" and len(self.cameras) * self.pose.window_keyframes < 4:
+        self.navigation.validate()
+        if self.pose.source == "mvdust3r+" and self.cameras and len(self.cameras) * self.pose.window_keyframes < 4:
             raise ConfigError("pose.source 'mvdust3r+' needs >= 4 views: raise pose.window_keyframes")
 
 

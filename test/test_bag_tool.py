@@ -144,7 +144,7 @@ def write_faulty_bag(path: Path, compressed: bool = False) -> tuple[SyntheticSeq
                     continue
                 msg = numpy_to_image(KIT, img, "rgb8", t, frames[cam])
                 if cam == "front" and f.index == 5:
-                    msg.encoding = "yuv422_yuy2"
+                    msg.encoding = "nv21"  # not a supported encoding
                 if cam == "right" and f.index == 6:
                     msg = numpy_to_image(KIT, img[:32, :40], "rgb8", t, frames[cam])
                 bag.write(f"/{cam}/image_raw", msg, t)
@@ -164,7 +164,7 @@ def test_faulty_bag_is_processed_and_every_image_counted(tmp_path, caplog):
     assert drops["missing_camera_info"] == 2
     assert f"/left/image_raw @ {seq.poses[0][0] / 1e9:.3f} s dropped (missing_camera_info)" in log
     assert drops["bad_encoding"] == 1
-    assert f"/front/image_raw @ {t5:.3f} s dropped (bad_encoding)" in log and "yuv422_yuy2" in log
+    assert f"/front/image_raw @ {t5:.3f} s dropped (bad_encoding)" in log and "nv21" in log
     assert drops["size_mismatch"] == 1
     assert "/right/image_raw" in log and "40x32" in log and "64x48" in log
     # frames 0-1 (left missing), 5 (front), 6 (right) and 10-15 (back gone) are incomplete sets;

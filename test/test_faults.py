@@ -218,8 +218,8 @@ def test_bad_camera_info_is_named_counted_and_recovered_from(tmp_path: Path, seq
     s = run(tmp_path / "info", seq, caplog)
     assert s["camera_info_errors"] == {"/left/camera_info": 6}
     log = caplog.text
-    assert "/left/camera_info ignored (bad_camera_info): CameraInfo K is all zero" in log
-    assert "/left/camera_info ignored (bad_camera_info): CameraInfo K has focal lengths fx=-" in log
+    assert "/left/camera_info @ 1700000000.000 s ignored (bad_camera_info): CameraInfo K is all zero" in log
+    assert "/left/camera_info @ 1700000000.100 s ignored (bad_camera_info): CameraInfo K has focal lengths fx=-" in log
     assert "distortion model 'fisheye_kb8' is not supported" in log
     # left's images wait for a valid CameraInfo; frames 0-5 are therefore incomplete sets
     assert s["images_dropped"]["missing_camera_info"] == 6

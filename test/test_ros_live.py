@@ -38,7 +38,8 @@ def test_every_schema_field_becomes_a_parameter_with_its_type() -> None:
         else:
             assert s.kind == expected[type(value)], name
             assert type(s.default) is type(value)
-    assert specs["cameras"].default == ["front", "left", "right", "back"]
+    assert specs["cameras"].default == []  # empty = discover the cameras
+    assert specs["cameras"].kind == "dynamic_array"
     assert "One of: tf, mvdust3r, mvdust3r+" in specs["pose.source"].description
 
 
@@ -196,7 +197,7 @@ def test_live_counts_bad_images_and_camera_info(live_run: dict[str, Any]) -> Non
     live = LiveRecon(cfg, kit, TfBuffer(), lambda t, m: None, engine=live_run["live"].engine)
     try:
         stamp = NS(sec=1, nanosec=5)
-        bad = NS(header=NS(stamp=stamp), encoding="yuv422", height=2, width=2, step=4, is_bigendian=0,
+        bad = NS(header=NS(stamp=stamp), encoding="nv21", height=2, width=2, step=4, is_bigendian=0,
                  data=np.zeros(8, np.uint8))
         assert live.on_image("a", bad) == 0
         info = NS(k=np.zeros(9), width=640, height=480, distortion_model="plumb_bob", d=np.zeros(5))

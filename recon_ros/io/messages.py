@@ -167,9 +167,18 @@ def image_to_numpy(msg: Any) -> np.ndarray:
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:
-    """``[H,W,3]`` uint8 RGB from a colour or mono sensor_msgs/Image."""
-    img = image_to_numpy(msg)
+    """``[H,W,3]`` uint8 RGB from a colour, mono, Bayer or YUV 4:2:2 sensor_msgs/Image."""
+    from recon_ros.io import encodings  # imports BadMessage from here
+
     enc = msg.encoding
+    if enc in encodings.EXTRA_ENCODINGS:
+        return encodings.decode_extra(msg)
+    if enc not in _ENCODINGS:
+        raise BadMessage(
+            "bad_encoding",
+            f"unsupported image encoding '{enc}' (supported: {', '.join([*_ENCODINGS, *encodings.EXTRA_ENCODINGS])})",
+        )
+    img = image_to_numpy(msg)
     if enc in ("rgb8", "8UC3"):
         return img
     if enc == "bgr8":
@@ -237,33 +246,12 @@ def rgb_to_compressed(kit: MessageKit, rgb: np.ndarray, stamp_ns: int, frame_id:
 
 
 # ---- camera info ------------------------------------------------------------------------------
-SUPPORTED_DISTORTION = ("", "plumb_bob", "rational_polynomial", "equidistant")
-
-
 def camera_info_to_K(msg: Any) -> tuple[np.ndarray, int, int]:
-    """(K, width, height) of a CameraInfo, validated. Images must be rectified (zero distortion)."""
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    w, h = int(msg.width), int(msg.height)
-    if w <= 0 or h <= 0:
-        raise BadMessage("bad_camera_info", f"CameraInfo has size {w}x{h}; expected a positive width and height")
-    if not np.all(np.isfinite(K)) or not np.any(K):
-        raise BadMessage("bad_camera_info", "CameraInfo K is all zero or not finite (uncalibrated camera)")
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise BadMessage("bad_camera_info", f"CameraInfo K has focal lengths fx={K[0, 0]}, fy={K[1, 1]}; expected > 0")
-    model = msg.distortion_model
-    d = np.asarray(msg.d, dtype=np.float64)
-    if model not in SUPPORTED_DISTORTION:
-        raise BadMessage(
-            "bad_camera_info",
-            f"CameraInfo distortion model '{model}' is not supported (expected one of {SUPPORTED_DISTORTION[1:]})",
-        )
-    if d.size and np.any(np.abs(d) > 1e-9):
-        raise BadMessage(
-            "bad_camera_info",
-            "CameraInfo has non-zero distortion; recon_ros needs rectified images "
-            "(run image_proc's rectify node and subscribe to image_rect)",
-        )
-    return K, w, h
+    """(K of the rectified camera, width, height) of a validated CameraInfo (see io/rectify.py)."""
+    from recon_ros.io.rectify import calibration_from_camera_info  # imports BadMessage from here
+
+    cal = calibration_from_camera_info(msg)
+    return cal.K_rect, cal.width, cal.height
 
 
 def make_camera_info(kit: MessageKit, K: np.ndarray, width: int, height: int, stamp_ns: int, frame_id: str) -> Any:
@@ -301,6 +289,18 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
 
 def make_pointcloud2(kit: MessageKit, points: np.ndarray, colors: np.ndarray, stamp_ns: int, frame_id: str) -> Any:
     """Unorganised PointCloud2 with x y z rgb FLOAT32 at offsets 0/4/8/12 (point_step 16), built from one buffer."""
+    return _pointcloud2(kit, points, colors, 1, len(points), stamp_ns, frame_id)
+
+
+def make_organized_pointcloud2(kit: MessageKit, points: np.ndarray, colors: np.ndarray, stamp_ns: int,
+                               frame_id: str) -> Any:
+    """Organized PointCloud2 (height x width of ``points [h, w, 3]``, NaN = no point), same x y z rgb layout."""
+    h, w = points.shape[:2]
+    return _pointcloud2(kit, points.reshape(-1, 3), colors.reshape(-1, 3), h, w, stamp_ns, frame_id)
+
+
+def _pointcloud2(kit: MessageKit, points: np.ndarray, colors: np.ndarray, height: int, width: int, stamp_ns: int,
+                 frame_id: str) -> Any:
     n = len(points)
     buf = np.empty(n, dtype=CLOUD_DTYPE)
     buf["x"], buf["y"], buf["z"] = points[:, 0], points[:, 1], points[:, 2]
@@ -309,14 +309,14 @@ def make_pointcloud2(kit: MessageKit, points: np.ndarray, colors: np.ndarray, st
     fields = [field_cls(name=name, offset=4 * i, datatype=7, count=1) for i, name in enumerate(["x", "y", "z", "rgb"])]
     return kit.cls("sensor_msgs/msg/PointCloud2")(
         header=make_header(kit, stamp_ns, frame_id),
-        height=1,
-        width=n,
+        height=height,
+        width=width,
         fields=fields,
         is_bigendian=False,
         point_step=16,
-        row_step=16 * n,
+        row_step=16 * width,
         data=kit.array(buf.view(np.uint8), np.uint8),
-        is_dense=True,
+        is_dense=bool(height == 1 or np.isfinite(points).all()),  # organized clouds hold NaN for no point
     )
 
 
@@ -404,6 +404,7 @@ def make_recon_status(kit: MessageKit, status: dict[str, Any], stamp_ns: int, fr
     """ReconStatus from the engine's ``status()`` dict."""
     drops = status.get("dropped", {})
     stages = status.get("stage_latency_ms", {})
+    nav = status.get("nav_latency_ms", {})
     return kit.cls(f"{PACKAGE}/msg/ReconStatus")(
         header=make_header(kit, stamp_ns, frame_id),
         images_received=int(status.get("images_received", 0)),
@@ -421,6 +422,11 @@ def make_recon_status(kit: MessageKit, status: dict[str, Any], stamp_ns: int, fr
         backend=str(status.get("backend", "")),
         scale=float(status.get("scale", 1.0)),
         scale_residual_m=float(status.get("scale_residual_m", 0.0)),
+        nav_stage_names=list(nav),
+        nav_stage_ms=kit.array(list(nav.values()), np.float32),
+        nav_stamp_to_publish_ms=float(status.get("nav_stamp_to_publish_ms", float("nan"))),
+        nav_points=int(status.get("nav_points", 0)),
+        nav_frame=str(status.get("nav_frame", "")),
     )
 
 

@@ -8,6 +8,10 @@ Topics (prefix ``topics.output_prefix``, default ``/recon``):
   depth/<cam>/camera_info     CameraInfo at the depth resolution
   keyframe_depth              recon_ros/KeyframeDepth per keyframe and camera
   path                        nav_msgs/Path of keyframe base poses in the map frame
+  obstacles                   PointCloud2 for costmaps, one per keyframe step, frame navigation.frame
+                              (ground removed, height band, range clip, voxel-downsampled, capped)
+  clearing                    PointCloud2 per keyframe and camera: confident ray end points (ground
+                              included) in the camera optical frame, for costmap free-space raytracing
   /tf                         map->odom (tf_mode map_odom) or map-><cam optical> (tf_mode map_camera)
 """
 
@@ -22,6 +26,7 @@ from recon_ros.io.messages import (
     MessageKit,
     make_camera_info,
     make_keyframe_depth,
+    make_organized_pointcloud2,
     make_path,
     make_pointcloud2,
     make_tf_message,
@@ -29,6 +34,7 @@ from recon_ros.io.messages import (
     numpy_to_image,
 )
 from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.navigation import Lookup, NavigationCloud, NavigationCloudBuilder
 
 
 def output_topics(cfg: ReconConfig) -> dict[str, str]:
@@ -39,6 +45,10 @@ def output_topics(cfg: ReconConfig) -> dict[str, str]:
         cfg.output_topic("keyframe_depth"): "recon_ros/msg/KeyframeDepth",
         cfg.output_topic("path"): "nav_msgs/msg/Path",
     }
+    if cfg.navigation.enabled:
+        topics[cfg.output_topic("obstacles")] = "sensor_msgs/msg/PointCloud2"
+        if cfg.navigation.clearing:
+            topics[cfg.output_topic("clearing")] = "sensor_msgs/msg/PointCloud2"
     for cam in cfg.cameras:
         topics[cfg.output_topic("depth", cam, "image")] = "sensor_msgs/msg/Image"
         topics[cfg.output_topic("depth", cam, "confidence")] = "sensor_msgs/msg/Image"
@@ -70,11 +80,36 @@ def keyframe_messages(kit: MessageKit, cfg: ReconConfig, out: KeyframeOutput,
 
 
 def cloud_messages(kit: MessageKit, cfg: ReconConfig, clouds: list[CloudOutput]) -> list[tuple[str, Any]]:
-    """Per-keyframe clouds (in each camera's optical frame, stamped with that image's stamp)."""
+    """Per-keyframe clouds (in each camera's optical frame, stamped with that image's stamp); organized
+    (height x width, NaN = not fused) when the engine produced the grid (``map.organized_keyframe_cloud``)."""
     return [
-        (cfg.output_topic("cloud"), make_pointcloud2(kit, c.points_cam, c.colors, c.stamp_ns, c.frame_id))
+        (cfg.output_topic("cloud"),
+         make_organized_pointcloud2(kit, c.organized, c.organized_colors, c.stamp_ns, c.frame_id)
+         if c.organized is not None and c.organized_colors is not None
+         else make_pointcloud2(kit, c.points_cam, c.colors, c.stamp_ns, c.frame_id))
         for c in clouds
     ]
+
+
+def navigation_cloud(cfg: ReconConfig, out: KeyframeOutput, lookup: Lookup) -> NavigationCloud:
+    """The navigation cloud of one keyframe step, from the depth the engine publishes for the NEW keyframe.
+
+    Views of older keyframes that only now got depth are left out: their points would be stamped with
+    the new keyframe's stamp in a moving frame (base_link), i.e. in the wrong place.
+    """
+    views = [v for v in out.views if v.keyframe_id in (out.keyframe_id, -1)]
+    builder = NavigationCloudBuilder(cfg.navigation, cfg.fusion.confidence_threshold)
+    return builder.build(views, out.stamp_ns, lookup)
+
+
+def navigation_messages(kit: MessageKit, cfg: ReconConfig, nav: NavigationCloud) -> list[tuple[str, Any]]:
+    """``obstacles`` (one message, navigation frame), then ``clearing`` (one per camera, optical frame)."""
+    msgs = [(cfg.output_topic("obstacles"), make_pointcloud2(kit, nav.points, nav.colors, nav.stamp_ns, nav.frame_id))]
+    for rays in nav.clearing:
+        grey = np.full((len(rays.points), 3), 160, np.uint8)
+        msgs.append((cfg.output_topic("clearing"),
+                     make_pointcloud2(kit, rays.points, grey, rays.stamp_ns, rays.frame_id)))
+    return msgs
 
 
 def tf_messages(kit: MessageKit, cfg: ReconConfig, out: KeyframeOutput) -> Any | None:
@@ -108,9 +143,16 @@ def thin_path(path: list[tuple[int, np.ndarray]], limit: int = MAX_PUBLISHED_PAT
 
 
 def engine_step_messages(kit: MessageKit, cfg: ReconConfig, engine: ReconstructionEngine,
-                         out: KeyframeOutput) -> list[tuple[str, Any]]:
-    """Everything published after one keyframe: its messages, the path and the updated map."""
-    msgs = keyframe_messages(kit, cfg, out, thin_path(list(engine.path)))
+                         out: KeyframeOutput, lookup: Lookup | None = None) -> list[tuple[str, Any]]:
+    """Everything published after one keyframe: its messages, the path and the updated map.
+
+    With ``lookup`` (TF) and ``navigation.enabled`` the navigation messages come first (the live node
+    builds and publishes them itself, ahead of everything else, to keep their latency low).
+    """
+    msgs = []
+    if lookup is not None and cfg.navigation.enabled:
+        msgs += navigation_messages(kit, cfg, navigation_cloud(cfg, out, lookup))
+    msgs += keyframe_messages(kit, cfg, out, thin_path(list(engine.path)))
     pts, cols = engine.map.arrays()
     msgs.append((cfg.output_topic("map"), map_message(kit, cfg, pts, cols, out.stamp_ns)))
     return msgs

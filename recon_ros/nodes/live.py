@@ -25,10 +25,11 @@ from recon_ros.io.messages import (
     make_recon_status,
     stamp_to_ns,
 )
-from recon_ros.io.outputs import engine_flush_messages, engine_step_messages
+from recon_ros.io.outputs import engine_flush_messages, engine_step_messages, navigation_cloud, navigation_messages
 from recon_ros.pipeline.engine import KeyframeOutput, ReconstructionEngine
 from recon_ros.pipeline.frames import FrameSet
 from recon_ros.pipeline.frontend import FrontEnd
+from recon_ros.pipeline.latency import NavLatencyTracker
 from recon_ros.pipeline.tf_buffer import TransformLookup
 from recon_ros.pipeline.worker import InferenceWorker, LockedDropCounter
 
@@ -111,7 +112,11 @@ class LiveRecon:
         self.frontend = FrontEnd(cfg, tf, self.drops, warn)
         self.engine = engine or ReconstructionEngine(cfg, drops=self.drops)
         self.engine.drops = self.drops
-        self.worker = InferenceWorker(self.engine.process, cfg.runtime.queue_size, self.drops,
+        self.tf = tf
+        self.nav_latency = NavLatencyTracker(clock_ns)
+        self.nav_views_without_tf = 0  # views left out of navigation clouds: no TF to navigation.frame
+        self._last_nav_missing = 0
+        self.worker = InferenceWorker(self._process, cfg.runtime.queue_size, self.drops,
                                       on_result=self._on_keyframe, clock_ns=clock_ns)
         self.latest_stamp_ns = 0  # newest image stamp seen: stamps status/diagnostics (never now())
         self._last_drops: dict[str, int] = {}
@@ -128,16 +133,37 @@ class LiveRecon:
 
     def on_image(self, camera: str, msg: Any) -> int:
         """Decode, synchronise, attach TF, queue complete frame sets; returns how many were queued."""
-        self.latest_stamp_ns = max(self.latest_stamp_ns, stamp_to_ns(msg.header.stamp))
-        return self._submit(self.frontend.on_image_message(camera, msg))
+        stamp = stamp_to_ns(msg.header.stamp)
+        self.latest_stamp_ns = max(self.latest_stamp_ns, stamp)
+        t0 = time.perf_counter()
+        framesets = self.frontend.on_image_message(camera, msg)  # decode + validate (+ sync bookkeeping)
+        self.nav_latency.on_decoded(camera, stamp, time.perf_counter() - t0)
+        return self._submit(framesets)
 
     def _submit(self, framesets: list[FrameSet]) -> int:
         for fs in framesets:
+            self.nav_latency.on_frameset_ready(fs.stamp_ns, fs.images)
             self.worker.submit(fs)
         return len(framesets)
 
+    def _process(self, fs: FrameSet) -> KeyframeOutput | None:
+        self.nav_latency.on_processing_start(fs.stamp_ns)
+        return self.engine.process(fs)
+
     # ---- outputs (worker thread) ----------------------------------------------------------------
     def _on_keyframe(self, fs: FrameSet, out: KeyframeOutput) -> None:
+        if self.cfg.navigation.enabled:  # first: a planner waits for it; the map message can take long
+            nav = navigation_cloud(self.cfg, out, self.tf.lookup)
+            t0 = time.perf_counter()
+            for topic, msg in navigation_messages(self.kit, self.cfg, nav):
+                self.publish(topic, msg)
+            self.nav_latency.on_published(out.stamp_ns, out.stage_seconds, nav.build_s, time.perf_counter() - t0,
+                                          len(nav.points))
+            missing = nav.counts["views_without_tf"]
+            if missing:  # counted (status, diagnostics) and logged; the other cameras' points still go out
+                self.nav_views_without_tf += missing
+                LOG.warning("navigation cloud @ %.3f s: %d camera(s) without TF to '%s' at the image stamp",
+                            out.stamp_ns * 1e-9, missing, self.cfg.navigation.frame)
         for topic, msg in engine_step_messages(self.kit, self.cfg, self.engine, out):
             self.publish(topic, msg)
 
@@ -183,6 +209,9 @@ class LiveRecon:
         if not math.isnan(latency):
             s["stage_latency_ms"] = {**s.get("stage_latency_ms", {}), "stamp_to_output": latency}
         s["worker"] = w
+        if self.cfg.navigation.enabled:
+            s.update(self.nav_latency.status(), nav_frame=self.cfg.navigation.frame,
+                     nav_views_without_tf=self.nav_views_without_tf)
         return s
 
     def status_messages(self) -> list[tuple[str, Any]]:
@@ -198,6 +227,9 @@ class LiveRecon:
         elif new_drops:
             level = DIAG_WARN
             message = "dropping input: " + ", ".join(f"{k} +{v}" for k, v in sorted(new_drops.items()))
+        elif self.nav_views_without_tf > self._last_nav_missing:
+            level, message = DIAG_WARN, (f"navigation cloud: {self.nav_views_without_tf - self._last_nav_missing} "
+                                         f"camera view(s) without TF to '{self.cfg.navigation.frame}'")
         elif s["cameras_missing"]:
             level, message = DIAG_WARN, "degraded rig, no images from " + ", ".join(
                 self.cfg.image_topic(c) for c in s["cameras_missing"])
@@ -205,6 +237,7 @@ class LiveRecon:
             level, message = DIAG_WARN, "no images received yet on " + ", ".join(
                 self.cfg.image_topic(c) for c in self.cfg.cameras)
         self._last_drops, self._last_failed = dict(drops), w["failed"]
+        self._last_nav_missing = self.nav_views_without_tf
         values = {
             "images_received": s["images_received"],
             "frame_sets": s["frame_sets"],
@@ -216,6 +249,13 @@ class LiveRecon:
             "process_ms_mean": round(w["process_ms_mean"], 1),
             "odometry_jumps": s["odometry_jumps"],
             "cameras_missing": ",".join(s["cameras_missing"]),
+            **({"nav.stamp_to_publish_ms": round(s["nav_stamp_to_publish_ms"], 1),
+                "nav.stamp_to_publish_ms_p50": round(s["nav_stamp_to_publish_ms_p50"], 1),
+                "nav.stamp_to_publish_ms_max": round(s["nav_stamp_to_publish_ms_max"], 1),
+                "nav.points": s["nav_points"], "nav.frame": s["nav_frame"],
+                "nav.views_without_tf": s["nav_views_without_tf"],
+                **{f"nav.latency_ms.{k}": round(v, 1) for k, v in s["nav_latency_ms"].items()}}
+               if self.cfg.navigation.enabled else {}),
             **{f"dropped.{k}": v for k, v in drops.items()},
         }
         return [

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from recon_ros.config import ConfigError, ReconConfig, from_dict
+from recon_ros.io.cameras import NoCameras, camera_topics, wait_for_cameras
 from recon_ros.io.outputs import output_topics
 from recon_ros.nodes.live import LiveRecon, Tf2Lookup, parameter_specs, parameter_values_to_dict
 
@@ -85,8 +86,10 @@ class ReconNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             cfg = from_dict(parameter_values_to_dict({s.name: self.get_parameter(s.name).value for s in self._specs}))
-        except ConfigError as exc:
-            self.get_logger().error(f"invalid parameters: {exc}")
+            # no camera names: find them on the graph (image topics with a camera_info beside them)
+            cfg = wait_for_cameras(cfg, self.get_topic_names_and_types, self.get_name(), self.get_logger().info)
+        except (ConfigError, NoCameras) as exc:
+            self.get_logger().error(f"{'invalid parameters' if isinstance(exc, ConfigError) else 'no cameras'}: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.cfg = cfg
         try:
@@ -133,12 +136,12 @@ class ReconNode(LifecycleNode):
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         cfg, live = self.cfg, self._live
-        image_type = CompressedImage if cfg.topics.compressed else Image
         qos = _qos(cfg.qos.images, 5)  # sensor-data QoS by default (best effort, keep last 5)
-        for cam in cfg.cameras:
+        for src in camera_topics(cfg):  # raw or compressed per camera
+            cam = src.name
             self._subs.append(self.create_subscription(
-                image_type, cfg.image_topic(cam), lambda msg, c=cam: live.on_image(c, msg), qos,
-                callback_group=self._inputs))
+                CompressedImage if src.compressed else Image, src.image_topic,
+                lambda msg, c=cam: live.on_image(c, msg), qos, callback_group=self._inputs))
             self._subs.append(self.create_subscription(
                 CameraInfo, cfg.camera_info_topic(cam), lambda msg, c=cam: live.on_camera_info(c, msg), qos,
                 callback_group=self._inputs))

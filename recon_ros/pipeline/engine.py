@@ -51,6 +51,7 @@ class ViewOutput:
     K: np.ndarray  # intrinsics at the depth resolution
     T_map_cam: np.ndarray
     sources: list[tuple[int, str]] = field(default_factory=list)
+    keyframe_id: int = -1  # the keyframe this view belongs to (older ones can get depth late)
 
 
 @dataclass
@@ -65,6 +66,8 @@ class CloudOutput:
     points_cam: np.ndarray  # [N, 3] float32
     colors: np.ndarray  # [N, 3] uint8
     kept_fraction: float  # fused pixels / all pixels of the view
+    organized: np.ndarray | None = None  # [h, w, 3] float32, NaN = not fused (map.organized_keyframe_cloud)
+    organized_colors: np.ndarray | None = None  # [h, w, 3] uint8
 
 
 @dataclass
@@ -318,18 +321,22 @@ class ReconstructionEngine:
         depth_msg = np.where(published, view.depth, np.nan).astype(np.float32)
         return ViewOutput(
             view.camera, view.frame_id, view.stamp_ns, depth_msg, confidence,
-            view.K.copy(), view.T_world_cam.copy(), [s.key for s in sources],
+            view.K.copy(), view.T_world_cam.copy(), [s.key for s in sources], view.keyframe_id,
         )
 
     def _cloud_output(self, view: View, keep: np.ndarray) -> CloudOutput:
         depth = view.depth if view.depth is not None else np.zeros(keep.shape, np.float32)
-        pts = backproject(np.where(keep, depth, 0.0), view.K)[keep].astype(np.float32)
+        grid = backproject(np.where(keep, depth, 0.0), view.K)
+        pts = grid[keep].astype(np.float32)
         cols = view.rgb[keep]
+        organized = None
+        if self.cfg.map.organized_keyframe_cloud:
+            organized = np.where(keep[..., None], grid, np.nan).astype(np.float32)
         limit = self.cfg.map.max_keyframe_points
         if len(pts) > limit:
             idx = np.linspace(0, len(pts) - 1, limit).astype(np.int64)
             pts, cols = pts[idx], cols[idx]
         return CloudOutput(
             view.keyframe_id, view.camera, view.frame_id, view.stamp_ns, view.T_world_cam.copy(), pts, cols,
-            float(keep.mean()),
+            float(keep.mean()), organized, view.rgb if organized is not None else None,
         )

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from recon_ros.config import ReconConfig
-from recon_ros.io.messages import BadMessage, camera_info_to_K, decode_image, stamp_to_ns
+from recon_ros.io.cameras import camera_topics
+from recon_ros.io.messages import BadMessage, decode_image, stamp_to_ns
+from recon_ros.io.rectify import RectifierCache, calibration_from_camera_info
 from recon_ros.pipeline.frames import CameraImage, DropCounter, FrameSet
 from recon_ros.pipeline.synchronizer import Synchronizer
 from recon_ros.pipeline.tf_buffer import TransformLookup, TransformUnavailable
@@ -73,6 +75,10 @@ class FrontEnd:
         self.camera_info_errors: Counter[str] = Counter()
         self.frame_sets = 0
         self.camera_info: dict[str, tuple[np.ndarray, int, int]] = {}
+        # Rectification maps per camera, rebuilt only when a camera's calibration changes.
+        self.rectifiers = RectifierCache()
+        self.camera_info_rejected: dict[str, str] = {}  # camera -> why its latest CameraInfo was refused
+        self.frame_ids: dict[str, str] = {}  # camera -> optical frame in use (from header.frame_id)
         s = cfg.sync
         self._sync_drops = _RecordingDrops(self.drops)
         self.sync = Synchronizer(
@@ -90,45 +96,81 @@ class FrontEnd:
         self.camera_dropouts: Counter[str] = Counter()
         self.tf_timeout_ns = int(max(s.timeout_s, 0.5) * NS)
         self.needs_odometry = cfg.pose.source == "tf"
+        self.sources = {c.name: c for c in camera_topics(cfg)}
 
     # ---- inputs ---------------------------------------------------------------------------------
     def set_camera_info(self, camera: str, K: np.ndarray, width: int, height: int) -> None:
+        """Intrinsics of an undistorted camera (no CameraInfo message: demo, tests)."""
         self.camera_info[camera] = (np.asarray(K, dtype=np.float64), int(width), int(height))
+        self.rectifiers.forget(camera)
 
     def on_camera_info(self, camera: str, msg: Any) -> bool:
-        """Keep the intrinsics of a CameraInfo message (rclpy or rosbags); a bad one is counted and logged."""
+        """Keep the calibration of a CameraInfo message (rclpy or rosbags): distorted cameras get
+        rectification maps (built once per calibration) and the rectified intrinsics. A bad one is
+        counted and logged; the last good one stays in use."""
+        topic = self.cfg.camera_info_topic(camera)
         try:
-            K, w, h = camera_info_to_K(msg)
+            cal = calibration_from_camera_info(msg)
         except BadMessage as exc:
             self.camera_info_errors[camera] += 1
-            topic = self.cfg.camera_info_topic(camera)
-            self.warn(f"{topic}:info", f"{topic} ignored ({exc.reason}): {exc}")
+            header = getattr(msg, "header", None)
+            stamp = stamp_to_ns(header.stamp) / NS if header is not None else 0.0
+            self.camera_info_rejected[camera] = f"{topic} @ {stamp:.3f} s was rejected: {exc}"
+            self.warn(f"{topic}:info", f"{topic} @ {stamp:.3f} s ignored ({exc.reason}): {exc}")
             return False
-        self.set_camera_info(camera, K, w, h)
+        builds = self.rectifiers.builds
+        source = self.sources.get(camera)
+        rect = self.rectifiers.update(camera, cal, source.input_rectified if source else False)
+        if self.rectifiers.builds != builds and not rect.identity:
+            LOG.info("%s: rectifying %dx%d '%s' images (d=%s) to K=%s", topic, cal.width, cal.height, cal.model,
+                     np.round(cal.d, 5).tolist(), np.round(rect.K, 3).tolist())
+        self.camera_info[camera] = (rect.K, cal.width, cal.height)
+        self.camera_info_rejected.pop(camera, None)
         return True
 
     def on_image_message(self, camera: str, msg: Any) -> list[FrameSet]:
         """Decode an Image / CompressedImage message and add it; undecodable ones are counted."""
         stamp = stamp_to_ns(msg.header.stamp)
+        compressed = hasattr(msg, "format") and not hasattr(msg, "encoding")
         try:
-            rgb = decode_image(msg, self.cfg.topics.compressed)
+            rgb = decode_image(msg, compressed)
         except BadMessage as exc:
             self.reject_image(camera, stamp, exc.reason, str(exc))
             return []
-        return self.add_image(camera, stamp, rgb)
+        return self.add_image(camera, stamp, rgb, str(getattr(msg.header, "frame_id", "") or ""))
+
+    def _frame_id(self, camera: str, header_frame: str | None) -> str:
+        """The image's header.frame_id (ROS convention); frames.optical only where the header has none.
+        A header that disagrees with the template, or a camera whose frame changes, is logged once."""
+        template = self.cfg.optical_frame(camera)
+        frame = header_frame or template
+        held = self.frame_ids.get(camera)
+        if held is None:
+            self.frame_ids[camera] = frame
+            if header_frame and header_frame != template:
+                LOG.info("%s: optical frame '%s' from header.frame_id (frames.optical would give '%s')",
+                         self.cfg.image_topic(camera), frame, template)
+        elif held != frame:
+            self.warn(f"{camera}:frame", f"{self.cfg.image_topic(camera)}: header.frame_id changed from "
+                                         f"'{held}' to '{frame}'; using each image's own frame")
+            self.frame_ids[camera] = frame
+        return frame
 
     def reject_image(self, camera: str, stamp_ns: int, reason: str, message: str) -> None:
         """Count an image the caller could not decode (BadMessage) and say why, once per burst."""
         self.images_received[camera] += 1
         self._drop(camera, stamp_ns, reason, message)
 
-    def add_image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> list[FrameSet]:
+    def add_image(self, camera: str, stamp_ns: int, rgb: np.ndarray, frame_id: str | None = None
+                  ) -> list[FrameSet]:
         self.images_received[camera] += 1
         topic = self.cfg.image_topic(camera)
         info = self.camera_info.get(camera)
         if info is None:
+            rejected = self.camera_info_rejected.get(camera)
             self._drop(camera, stamp_ns, "missing_camera_info",
-                       f"no CameraInfo received yet on {self.cfg.camera_info_topic(camera)}")
+                       f"no CameraInfo received yet on {self.cfg.camera_info_topic(camera)}"
+                       + (f" (the latest one, {rejected})" if rejected else ""))
             return []
         K, w, h = info
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -140,7 +182,10 @@ class FrontEnd:
                 f"image is {rgb.shape[1]}x{rgb.shape[0]} but {self.cfg.camera_info_topic(camera)} says {w}x{h}",
             )
             return []
-        image = CameraImage(camera, stamp_ns, rgb, K, self.cfg.optical_frame(camera))
+        rect = self.rectifiers.get(camera)
+        if rect is not None:
+            rgb = rect(rgb)
+        image = CameraImage(camera, stamp_ns, rgb, K, self._frame_id(camera, frame_id))
         self._sync_drops.recent.clear()
         completed = self.sync.add(image)
         for reason, detail in self._sync_drops.recent:
@@ -209,6 +254,10 @@ class FrontEnd:
                 found[c] = self.tf.lookup(base, im.frame_id, im.stamp_ns)
             except TransformUnavailable as exc:
                 failed[c] = exc
+                continue
+            rect = self.rectifiers.get(c)
+            if rect is not None and rect.cal.rotated:  # the rectified camera is R away from the optical frame
+                found[c] = found[c] @ rect.T_cam_rect
         if not failed:
             return found
         if len(found) < self._required_cameras() or any(e.reason != "tf_missing" for e in failed.values()):

@@ -112,6 +112,14 @@ class DiffMVSDepthSource:
             Ts.append(as_tensor(invert(v.T_world_cam), "cpu"))
         return torch.stack(imgs), torch.stack(Ks), torch.stack(Ts)
 
+    def network_inputs(
+        self, ref: View, sources: list[View], depth_range: tuple[float, float]
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], torch.Tensor, tuple[int, int]]:
+        """(imgs, proj_matrices, depth_values, (h, w)) the network gets for these views at full scale:
+        what cvg/diffmvs' evaluation loader builds for the same images and cameras."""
+        images, K, T_cam_world = self._inputs(ref, sources)
+        return self.predictor.prepare_inputs(images, K, T_cam_world, float(depth_range[0]), float(depth_range[1]))
+
     def estimate(self, ref: View, sources: list[View], depth_range: tuple[float, float]) -> DepthEstimate:
         if not sources:
             raise ValueError(f"{self.name}: need at least one source view")
@@ -173,6 +181,7 @@ def build_learned_depth_source(cfg: ReconConfig, device: str = "cpu") -> DiffMVS
             net, backend, device, cache_dir=cache, fp16=cfg.runtime.fp16, threads=cfg.runtime.threads,
             on_stale=cfg.runtime.engine_on_stale,
         )
+        runner.known_bad_tensorrt = cfg.runtime.known_bad_tensorrt
     predictor = DiffMVSPredictor(net, device=device, runner=runner)
     thresholds = tuple(float(t) for t in cfg.fusion.stage_confidence_thresholds) or None
     LOG.info("depth source %s (%s, %s backend on %s) from %s", source, preset, backend, device, path)

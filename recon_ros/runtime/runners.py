@@ -33,6 +33,7 @@ from .export import (
     export_mvdust3r_decoder,
     export_mvdust3r_encoder,
 )
+from .verify import check_tensorrt_version, verify_engine
 
 LOG = logging.getLogger("recon_ros")
 DIFFMVS_STAGES = ("stage1", "stage2", "stage3")
@@ -43,7 +44,16 @@ def _tmp_cache() -> Path:
 
 
 class _ExportingRunner:
-    """Shared logic: one backend per input-shape key, created by exporting on first use."""
+    """Shared logic: one backend per input-shape key, created by exporting on first use.
+
+    TensorRT engines are checked before use: versions listed in ``verify.KNOWN_BAD_TENSORRT`` are
+    verified several times (or refused with ``known_bad_tensorrt = "refuse"``), and every built or
+    cached engine must reproduce ONNX Runtime on a stored sample input.
+    """
+
+    #: Engines under a TensorRT version listed as bad: "verify" (repeated sample runs) or "refuse"
+    #: (``runtime.known_bad_tensorrt``).
+    known_bad_tensorrt: str = "verify"
 
     def __init__(
         self, backend: str, device: str | torch.device, cache_dir: str | Path | None, fp16: bool,
@@ -70,12 +80,26 @@ class _ExportingRunner:
         expected = engine_meta(
             exported.name, exported.onnx_path, exported.weights_sha256, self.fp16, exported.input_shapes
         )
+        runs = check_tensorrt_version(expected.tensorrt_version, expected.gpu_name, policy=self.known_bad_tensorrt)
         # TRT 10 takes FP16 from the builder flag on the FP32 graph; TRT 11 from the FP16 graph itself.
         flag_fp16 = self.fp16 and trt_major(trt) < 11
         path = EngineCache(self.cache_dir / "engines", self.on_stale).get(
             expected, lambda: build_serialized(exported.onnx_path, fp16=flag_fp16)
         )
-        return TensorRTBackend(path, self.device, cuda_graph=True)
+        engine = TensorRTBackend(path, self.device, cuda_graph=True)
+        self.verify(engine, exported, expected.tensorrt_version, expected.gpu_name, path, runs=runs)
+        return engine
+
+    def verify(
+        self, engine: Backend, exported: ExportedModel, tensorrt_version: str, gpu_name: str,
+        engine_path: str | Path | None = None, runs: int = 1,
+    ) -> dict[str, float]:
+        """Refuse ``engine`` (built or loaded from the cache) unless it reproduces ONNX Runtime on the
+        stored sample input of its graph (:func:`recon_ros.runtime.verify.verify_engine`)."""
+        return verify_engine(
+            engine, exported.onnx_path, exported.input_shapes, "fp16" if self.fp16 else "fp32",
+            tensorrt_version=tensorrt_version, gpu_name=gpu_name, engine_path=engine_path, runs=runs,
+        )
 
     def _onnx_fp16(self) -> bool:
         if not self.fp16:

@@ -118,15 +118,18 @@ def warp_to_reference(src_feature: Tensor, src_proj: Tensor, ref_proj: Tensor, d
     return warped.reshape(b, -1, num_d, h, w)
 
 
-def group_correlation(ref_feature: Tensor, warped_src: Tensor, groups: int) -> Tensor:
+def group_correlation(ref_feature: Tensor, warped_src: Tensor, groups: int, consume: bool = False) -> Tensor:
     """Group-wise correlation ``[B,G,D,H,W]``: mean of ref*src over each block of C/G channels.
 
     Channel c belongs to group ``c // (C/G)`` (contiguous blocks), matching the trained weights.
+    ``consume``: the caller no longer needs ``warped_src``, so the product may overwrite it (same values;
+    saves allocating and first-touching a volume as large as the warped features, eager inference only).
     """
     b, c, d, h, w = warped_src.shape
     src = warped_src.reshape(b, groups, c // groups, d, h, w)
     ref = ref_feature.reshape(b, groups, c // groups, 1, h, w)
-    return (src * ref).mean(2)
+    in_place = consume and not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+    return (src.mul_(ref) if in_place else src * ref).mean(2)
 
 
 def convex_upsample(u: Tensor, mask_logits: Tensor, ratio: int) -> Tensor:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import ConvBNReLU
+from .fast_ops import Conv3d
 from .geometry import full_projection, group_correlation, norm_inv_to_depth, warp_to_reference
 
 
@@ -42,7 +43,7 @@ class CostRegularization3d(nn.Module):
         self.conv5 = ConvBNReLU(base * 4, base * 4, dims=3)
         self.conv6 = DeconvBNReLU3d(base * 4, base * 2)
         self.conv7 = DeconvBNReLU3d(base * 2, base)
-        self.prob = nn.Conv3d(base, 1, 3, padding=1, bias=False)
+        self.prob = Conv3d(base, 1, 3, padding=1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         skip1 = self.conv1(self.conv0(x))
@@ -62,7 +63,7 @@ class PixelViewWeight(nn.Module):
 
     def __init__(self, groups: int) -> None:
         super().__init__()
-        self.conv = nn.Sequential(ConvBNReLU(groups, 8, dims=3), nn.Conv3d(8, 1, 3, padding=1))
+        self.conv = nn.Sequential(ConvBNReLU(groups, 8, dims=3), Conv3d(8, 1, 3, padding=1))
 
     def forward(self, corr: Tensor) -> Tensor:
         score = torch.sigmoid(self.conv(corr).squeeze(1))  # [B,D,H,W]
@@ -114,7 +115,7 @@ class InitialDepth(nn.Module):
         weights = []
         for v in range(1, len(features)):
             warped = warp_to_reference(features[v], full_projection(cams[:, v]), ref_proj, depth_hypotheses)
-            corr = group_correlation(ref_feature, warped, self.groups)
+            corr = group_correlation(ref_feature, warped, self.groups, consume=True)
             weight = self.pixel_view_weight(corr)
             weights.append(weight)
             if acc is None or wsum is None:

@@ -67,7 +67,7 @@ class LocalCostVolume(nn.Module):
         wsum: Tensor | None = None
         for v in range(1, len(features)):
             warped = warp_to_reference(features[v], full_projection(cams[:, v]), ref_proj, depths)
-            corr = group_correlation(ref_feature, warped, self.groups)
+            corr = group_correlation(ref_feature, warped, self.groups, consume=True)
             weight = view_weights[:, v - 1 : v].unsqueeze(1)  # [B,1,1,H,W]
             if acc is None or wsum is None:
                 acc = weight * corr

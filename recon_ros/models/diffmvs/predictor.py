@@ -1,7 +1,9 @@
 """Engine-facing DiffMVS inference: metric depth for one reference view at its original resolution.
 
-The network needs H, W divisible by 32; like the upstream demo loader we *resize* (not crop) to the
-largest multiples of 32 not above the input size, rescale K accordingly, and resize the outputs back.
+The network needs H, W divisible by 32; like the upstream evaluation loader (``datasets/mvs.py`` of
+cvg/diffmvs, ``--dataset general``) we *resize* (never crop) to the largest multiples of 32 not above
+the input size -- with ``cv2.resize(INTER_LINEAR)``'s arithmetic, see :func:`resize_linear` -- scale K
+by the same factors (principal point as ``cx * s``, upstream's convention) and resize the outputs back.
 """
 
 from __future__ import annotations
@@ -50,6 +52,37 @@ def network_size(height: int, width: int, base: int = 32) -> tuple[int, int]:
     if h == 0 or w == 0:
         raise ValueError(f"image {height}x{width} is smaller than the {base}-pixel network granularity")
     return h, w
+
+
+def _linear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Source indices and weight of the second tap per output pixel, as ``cv2.resize`` computes them:
+    ``f = (x + 0.5) * n_in / n_out - 0.5`` in double, clamped to the border with weight 0."""
+    f = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+    i0 = torch.floor(f)
+    frac = (f - i0).float()
+    frac[i0 < 0] = 0.0
+    i0 = i0.clamp(min=0).long()
+    frac[i0 >= n_in - 1] = 0.0
+    i0 = i0.clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    return i0.to(device), i1.to(device), frac.to(device)
+
+
+def resize_linear(images: Tensor, height: int, width: int) -> Tensor:
+    """Bilinear resize of ``[..., H, W]`` float images that reproduces ``cv2.resize(img, (width, height))``
+    on float32 (INTER_LINEAR: horizontal then vertical pass, float32 weights ``1 - f`` and ``f``) to
+    about one float32 ulp. ``F.interpolate(mode="bilinear")`` uses the same sampling positions but
+    rounds differently (4e-6 apart on [0, 1] images), which upstream-input parity does not allow."""
+    in_h, in_w = images.shape[-2:]
+    out = images
+    if in_w != width:
+        i0, i1, f = _linear_taps(in_w, width, images.device)
+        out = out[..., i0] * (1.0 - f) + out[..., i1] * f
+    if in_h != height:
+        i0, i1, f = _linear_taps(in_h, height, images.device)
+        f = f[:, None]
+        out = out[..., i0, :] * (1.0 - f) + out[..., i1, :] * f
+    return out
 
 
 def scale_intrinsics(K: Tensor, sx: float, sy: float) -> Tensor:
@@ -141,8 +174,7 @@ class DiffMVSPredictor:
         h, w = network_size(height, width)
         imgs = images.to(self.device, torch.float32)
         if (h, w) != (height, width):
-            # Bilinear with half-pixel centres, like cv2.resize(INTER_LINEAR) in the upstream loader.
-            imgs = F.interpolate(imgs, size=(h, w), mode="bilinear", align_corners=False)
+            imgs = resize_linear(imgs, h, w)  # what the upstream loader's cv2.resize computes
         K_net = scale_intrinsics(K.to(self.device, torch.float32), w / width, h / height)
         proj = build_proj_matrices(K_net, T_cam_world.to(self.device, torch.float32))
         depth_values = inverse_depth_values(depth_min, depth_max, self.cfg.numdepth, self.device)

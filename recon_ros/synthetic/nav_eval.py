@@ -1,0 +1,123 @@
+"""Ground-truth figures of a navigation cloud on a synthetic sequence, and a noisy exact-depth source.
+
+For one keyframe step (the engine's output, the navigation cloud built from it and the TF used):
+  floor_removed   of the pixels the builder used whose TRUE surface is the floor (world z = 0), the
+                  fraction not labelled obstacle
+  obstacle_kept   of the true obstacle voxels (true surface points of the same pixels, within the range
+                  clip and the height band above the true ground, voxelised like the cloud), the fraction
+                  with a cloud point within one voxel edge of their centroid
+  surface_max_m   the largest distance from a cloud point to the nearest true surface
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from recon_ros.config import NavigationConfig, ReconConfig
+from recon_ros.geometry.camera import backproject
+from recon_ros.io.outputs import navigation_cloud
+from recon_ros.pipeline.engine import KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.frames import CameraImage, FrameSet, View
+from recon_ros.pipeline.navigation import LABEL_OBSTACLE, LABEL_UNUSED, Lookup, NavigationCloud, voxel_downsample
+from recon_ros.pipeline.sources import DepthEstimate, DepthSource
+from recon_ros.pipeline.tf_buffer import TfBuffer
+from recon_ros.synthetic.rig import optical_frame_id
+from recon_ros.synthetic.scene import Scene
+from recon_ros.synthetic.sequence import SyntheticSequence
+
+FLOOR_Z_M = 1e-3  # true surface points below this are the floor (the room's floor is z = 0)
+
+
+def navigation_figures(scene: Scene, out: KeyframeOutput, nav: NavigationCloud, lookup: Lookup,
+                       cfg: NavigationConfig, odom_frame: str = "odom") -> dict[str, float]:
+    floor_used = floor_kept = 0
+    gt_obstacles = []
+    for v in out.views:
+        labels = nav.labels.get(v.camera)
+        if labels is None or v.keyframe_id != out.keyframe_id:
+            continue
+        h, w = v.depth.shape
+        _, true_depth = scene.render(v.T_map_cam, v.K, w, h, supersample=1)
+        p_cam = backproject(true_depth, v.K)
+        T_world = v.T_map_cam  # tf poses: map = odom = the scene's world
+        world_z = (p_cam @ T_world[:3, :3].T + T_world[:3, 3])[..., 2]
+        floor = (true_depth > 0) & (world_z < FLOOR_Z_M)
+        floor_used += int((floor & (labels != LABEL_UNUSED)).sum())
+        floor_kept += int((floor & (labels == LABEL_OBSTACLE)).sum())
+        T = lookup(cfg.frame, v.frame_id, v.stamp_ns)
+        p_nav = p_cam @ T[:3, :3].T + T[:3, 3]
+        rng = np.linalg.norm(p_cam, axis=2)
+        # Height above the TRUE ground: world z (the synthetic robot drives on the floor, level).
+        keep = ((true_depth > 0) & (rng >= cfg.min_range_m) & (rng <= cfg.max_range_m)
+                & (world_z >= cfg.min_obstacle_height_m) & (world_z <= cfg.max_obstacle_height_m))
+        gt_obstacles.append(p_nav[keep])
+    truth = np.concatenate(gt_obstacles) if gt_obstacles else np.zeros((0, 3))
+    centroids, _ = voxel_downsample(truth, cfg.voxel_size_m)
+    if len(nav.points) and len(centroids):
+        dist, _ = cKDTree(nav.points).query(centroids)
+        kept = float(np.mean(dist <= cfg.voxel_size_m))
+    else:
+        kept = 0.0 if len(centroids) else 1.0
+    T_odom_nav = lookup(odom_frame, cfg.frame, out.stamp_ns)
+    pts_world = nav.points.astype(np.float64) @ T_odom_nav[:3, :3].T + T_odom_nav[:3, 3]
+    surf = scene.distance_to_surface(pts_world) if len(pts_world) else np.zeros(1)
+    return {
+        "floor_pixels": float(floor_used),
+        "floor_removed": 1.0 - floor_kept / max(floor_used, 1),
+        "obstacle_voxels": float(len(centroids)),
+        "obstacle_kept": kept,
+        "surface_max_m": float(surf.max()),
+        "surface_p99_m": float(np.percentile(surf, 99)),
+        "points": float(len(nav.points)),
+    }
+
+
+def drive_navigation(seq: SyntheticSequence, cfg: ReconConfig, depth_source: DepthSource,
+                     render: Callable[[int, np.ndarray], np.ndarray] | None = None
+                     ) -> Iterator[tuple[KeyframeOutput, NavigationCloud, TfBuffer]]:
+    """Run the engine over the sequence as the bag tool would (TF buffer filled from the robot's
+    static extrinsics and odometry) and build each keyframe step's navigation cloud. ``render(stamp,
+    T_world_cam)`` gives an image (a dynamic scene); default: the sequence's static scene."""
+    engine = ReconstructionEngine(cfg, depth_source=depth_source)
+    tf = TfBuffer()
+    for cam in seq.camera_names:
+        tf.set_transform(cfg.frames.base, optical_frame_id(cam), 0, seq.T_base_cam[cam], static=True)
+    for stamp, T_odom_base in seq.poses:
+        tf.set_transform(cfg.frames.odom, cfg.frames.base, stamp, T_odom_base)
+        images = {}
+        for cam in seq.camera_names:
+            T = T_odom_base @ seq.T_base_cam[cam]
+            rgb = render(stamp, T) if render else seq.scene.render(T, seq.K, seq.config.width, seq.config.height)[0]
+            images[cam] = CameraImage(cam, stamp, rgb, seq.K, optical_frame_id(cam))
+        out = engine.process(FrameSet(stamp, images, dict(seq.T_base_cam), T_odom_base))
+        if out is not None:
+            yield out, navigation_cloud(cfg, out, tf.lookup), tf
+
+
+class NoisyGroundTruthDepth:
+    """Exact depth of a static scene plus a stereo-like error model: relative Gaussian noise
+    (``sigma``), a fraction ``outliers`` of pixels with a uniformly wrong depth. Confidence is uniform
+    in [0.5, 1] for good pixels and in [0.1, 1] for wrong ones, so the confidence threshold (0.3) catches
+    a fifth of the wrong pixels and the navigation cloud's own filters must handle the rest. Seeded."""
+
+    name = "noisy_ground_truth"
+
+    def __init__(self, scene: Scene, sigma: float, outliers: float, seed: int = 0):
+        self.scene = scene
+        self.sigma = sigma
+        self.outliers = outliers
+        self.rng = np.random.default_rng(seed)
+
+    def estimate(self, ref: View, sources: list[View], depth_range: tuple[float, float]) -> DepthEstimate:
+        w, h = ref.size
+        _, depth = self.scene.render(ref.T_world_cam, ref.K, w, h, supersample=1)
+        depth = depth * (1.0 + self.sigma * self.rng.standard_normal(depth.shape))
+        wrong = self.rng.random(depth.shape) < self.outliers
+        depth[wrong] = self.rng.uniform(depth_range[0], depth_range[1], int(wrong.sum()))
+        valid = (depth >= depth_range[0]) & (depth <= depth_range[1])
+        confidence = np.where(wrong, self.rng.uniform(0.1, 1.0, depth.shape), self.rng.uniform(0.5, 1.0, depth.shape))
+        confidence = np.where(valid, confidence, 0.0).astype(np.float32)
+        return DepthEstimate(np.where(valid, depth, 0.0).astype(np.float32), confidence, valid)
