@@ -33,6 +33,7 @@ INV_DEPTH_UNITS = 64.0
 # Confidence falls near depth edges: window (px) and the relative inverse-depth range that costs 1/e.
 EDGE_WINDOW = 9
 EDGE_SCALE_REL = 0.075
+PUBLISHED_CONFIDENCE_FLOOR = 0.5
 
 
 def speckle_mask(depth: np.ndarray, valid: np.ndarray, max_size: int, max_diff_rel: float) -> np.ndarray:
@@ -103,5 +104,9 @@ class PublishedDepthFilter:
             # Agreement raises confidence: two agreeing views are worth more than one.
             agreement = np.minimum(count, 2).astype(np.float32) / 2.0
             conf = conf * (0.5 + 0.5 * agreement)
-        conf = conf * edge_confidence(view.depth, mask, EDGE_WINDOW, EDGE_SCALE_REL)
-        return mask, np.where(mask, conf, 0.0).astype(np.float32)
+        score = conf * edge_confidence(view.depth, mask, EDGE_WINDOW, EDGE_SCALE_REL)
+        # A published pixel passed every check: its confidence starts at PUBLISHED_CONFIDENCE_FLOOR, above
+        # the thresholds consumers apply (the navigation cloud uses fusion.confidence_threshold, 0.3), and
+        # the score only ranks pixels within [floor, 1] (a monotone map: sparsification and AUSE unchanged).
+        published = PUBLISHED_CONFIDENCE_FLOOR + (1.0 - PUBLISHED_CONFIDENCE_FLOOR) * score
+        return mask, np.where(mask, published, 0.0).astype(np.float32)
