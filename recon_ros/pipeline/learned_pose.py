@@ -489,7 +489,8 @@ def build_learned_pose_source(cfg: ReconConfig, device: str = "cpu") -> MVDust3R
     # lets every keyframe be encoded exactly once while it stays in the window.
     cache = (window + 1) * max(len(cfg.cameras), 1)
     predictor = MVDust3RPredictor(
-        model, device=device, cache_size=cache, min_conf_percent=cfg.pose.min_confidence, runner=runner
+        model, device=device, cache_size=cache, min_conf_percent=cfg.pose.min_confidence, runner=runner,
+        input_mode=cfg.pose.input_mode,
     )
     LOG.info("pose source %s (%s backend%s on %s)", cfg.pose.source, backend,
              ", fp16" if cfg.runtime.fp16 and backend != "torch" else "", device)
