@@ -60,12 +60,12 @@ def config_weights_key(net: nn.Module, config: object) -> str:
 
 def _finish(
     fp32_path: Path, name: str, inputs: list[str], outputs: list[str], shapes: dict[str, list[int]],
-    sha: str, fp16: bool,
+    sha: str, fp16: bool, keep_fp32: Sequence[str] = (),
 ) -> ExportedModel:
     path = fp32_path
     if fp16:
         path = fp32_path.with_name(fp32_path.stem + "_fp16.onnx")
-        convert_fp16(fp32_path, path)
+        convert_fp16(fp32_path, path, keep_fp32=keep_fp32)
     exported = ExportedModel(name, path, inputs, outputs, shapes, sha, fp16)
     path.with_suffix(".json").write_text(exported.to_json())
     return exported
@@ -122,9 +122,12 @@ def _export_mvdust3r_graph(
     if reuse and (hit := _cached(out_dir, name, fp16, sha)) is not None:
         return hit
     if reuse and fp16 and (base := _cached(out_dir, name, False, sha)) is not None:
-        return _finish(base.onnx_path, name, base.input_names, base.output_names, base.input_shapes, sha, True)
+        return _finish(
+            base.onnx_path, name, base.input_names, base.output_names, base.input_shapes, sha, True,
+            mvdust3r_export.FP32_NODE_SCOPES,
+        )
     path = export(out_dir / f"{name}.onnx")
-    return _finish(path, name, inputs, outputs, shapes, sha, fp16)
+    return _finish(path, name, inputs, outputs, shapes, sha, fp16, mvdust3r_export.FP32_NODE_SCOPES)
 
 
 def _images_shape(net: MVDust3R, num_views: int, hw: Sequence[int] | None = None) -> list[int]:
