@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fft_conv import fft_conv2d, kernel_spectrum
+
 Recorder = Callable[[str, torch.Tensor], None] | None
 
 
@@ -38,25 +40,49 @@ def unshuffle_channels_last(x: torch.Tensor, grid: tuple[int, int], p: int) -> t
 
 
 class ConvBNBlock(nn.Module):
-    """Conv (same padding) + BatchNorm, optionally followed by SELU."""
+    """Conv (same padding) + BatchNorm, optionally followed by SELU.
+
+    Eager CPU inference folds the BatchNorm into the convolution (running statistics) and applies SELU
+    in place (two passes fewer over a 256-channel full-resolution tensor); wide kernels (5x5, >= 64
+    input channels) then run as tiled FFT convolutions (:mod:`.fft_conv`) with the folded kernel's
+    spectrum cached until a weight or statistic changes. Training, exports and GPUs run the plain layers.
+    """
+
+    #: Switch for the FFT path (benchmarks compare both; the parity tests pass either way).
+    use_fft = True
 
     def __init__(self, cin: int, cout: int, kernel: int, activation: bool, bn_eps: float) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
         self.norm = nn.BatchNorm2d(cout, eps=bn_eps)
         self.act = nn.SELU() if activation else nn.Identity()
+        self._spectrum: tuple[tuple, torch.Tensor] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or _exporting() or x.device.type != "cpu":
-            return self.act(self.norm(self.conv(x)))
-        # Eager CPU inference: BatchNorm folded into the convolution (running statistics), SELU in
-        # place; saves two passes over a 256-channel full-resolution tensor per layer.
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         bn = self.norm
         assert bn.running_mean is not None and bn.running_var is not None
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         weight = self.conv.weight * scale.view(-1, 1, 1, 1)
         bias = (self.conv.bias - bn.running_mean) * scale + bn.bias
-        y = F.conv2d(x, weight, bias, padding=self.conv.padding)
+        return weight, bias
+
+    def _fft_spectrum(self, weight: torch.Tensor) -> torch.Tensor:
+        params = (self.conv.weight, self.conv.bias, self.norm.weight, self.norm.bias, self.norm.running_mean,
+                  self.norm.running_var)
+        key = tuple((t.data_ptr(), t._version) for t in params if t is not None)
+        if self._spectrum is None or self._spectrum[0] != key:
+            self._spectrum = (key, kernel_spectrum(weight.detach()))
+        return self._spectrum[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or _exporting() or x.device.type != "cpu" or x.dtype != torch.float32:
+            return self.act(self.norm(self.conv(x)))
+        weight, bias = self._folded()
+        k = self.conv.kernel_size[0]
+        if self.use_fft and k >= 5 and self.conv.in_channels >= 64:
+            y = fft_conv2d(x, self._fft_spectrum(weight), bias, k)
+        else:
+            y = F.conv2d(x, weight, bias, padding=self.conv.padding)
         return F.selu(y, inplace=True) if isinstance(self.act, nn.SELU) else y
 
 
