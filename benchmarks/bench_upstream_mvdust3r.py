@@ -84,8 +84,9 @@ def bench_model(up: Any, name: str, args: argparse.Namespace) -> dict[str, Any]:
         variants["ours_gaussians"] = lambda: ours(batch, paths=[0], gaussians=True)
     result: dict[str, Any] = {"views": args.views, "height": h, "width": w}
     with torch.no_grad():
-        ref = upstream_path0(*upstream_forward(upstream, images), 4 if m_ref else 1)
-        result["parity"] = compare(ours(images.unsqueeze(0), paths=[0]), ref)
+        if not args.skip_parity:
+            ref = upstream_path0(*upstream_forward(upstream, images), 4 if m_ref else 1)
+            result["parity"] = compare(ours(batch, paths=[0]), ref)
         times: dict[str, list[float]] = {k: [] for k in variants}
         for i in range(args.runs):
             for key, fn in variants.items():
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="Alternating timed runs per side (median reported).")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default).")
     p.add_argument("--with-gaussians", action="store_true", help="Also time ours with Gaussian heads (MVD).")
+    p.add_argument("--skip-parity", action="store_true", help="No untimed comparison run (saves two forwards).")
     p.add_argument("--json", dest="json_path", default=None)
     args = p.parse_args(argv)
     if args.threads:
