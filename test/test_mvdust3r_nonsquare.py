@@ -132,3 +132,25 @@ def test_full_fov_mixed_aspect_views_share_one_size() -> None:
     np.testing.assert_allclose(prep.K224[:, :2, 2], [[111.5, 55.5], [111.5, 55.5]], atol=0.5)
     with pytest.raises(ValueError, match="input mode"):
         preprocess_views(views, K, mode="wide")
+
+
+def test_onnxruntime_split_graphs_at_160x224_match_torch(tmp_path) -> None:
+    """Encoder and decoder graphs exported at 160x224 (static shapes, per-size names) run like torch."""
+    from recon_ros.models.mvdust3r.predictor import MVDust3RPredictor
+    from recon_ros.runtime.runners import MVDust3RRunner
+
+    torch.manual_seed(0)
+    tiny = dict(enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32, dec_depth=1, dec_num_heads=2,
+                skip_dim=4, gs_mlp_dim=16)
+    net = MVDust3R(MVDust3RConfig(**tiny)).eval()
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(3)]
+    K = [np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])] * 3
+    ref = MVDust3RPredictor(net, "cpu", input_mode="full_fov").predict(frames, K)
+    runner = MVDust3RRunner(net, "onnxruntime", "cpu", cache_dir=tmp_path, threads=1)
+    out = MVDust3RPredictor(net, "cpu", runner=runner, input_mode="full_fov").predict(frames, K, keys=[1, 2, 3])
+    assert out.pts3d.shape == (3, 160, 224, 3)
+    # Same float32 computation in another runtime (only rounding differs): the fixtures' conf tolerance.
+    np.testing.assert_allclose(out.pts3d, ref.pts3d, rtol=1e-4, atol=1e-4)
+    names = {p.name for p in (tmp_path / "onnx").glob("*.onnx")}
+    assert names == {"mvd_enc_v3_160x224.onnx", "mvd_dec_v3_p0_160x224.onnx"}
