@@ -1,6 +1,7 @@
 """Generate ``nonsquare.npz`` and ``preprocess_fov.npz`` with upstream MV-DUSt3R (not run by the tests).
 
-    .venv/bin/python test/data/mvdust3r_upstream/generate.py /path/to/mvdust3r test/data/mvdust3r_upstream
+    .venv/bin/python test/data/mvdust3r_upstream/generate.py /path/to/mvdust3r test/data/mvdust3r_upstream \
+        [--preprocess-only]
 
 Upstream: facebookresearch/mvdust3r at commit 18872ead676beac7af4a919fd7e02f5d1673c2b5, imported with
 ``benchmarks/upstream_mvdust3r.py`` (placeholders for training-only packages), CPU, one thread, float32,
@@ -70,6 +71,12 @@ def main() -> None:
     torch.set_num_threads(1)
     up = import_upstream(sys.argv[1])
     out_dir = Path(sys.argv[2])
+    if "--preprocess-only" not in sys.argv:
+        make_nonsquare(up, out_dir)
+    make_preprocess(up, out_dir)
+
+
+def make_nonsquare(up, out_dir: Path) -> None:
     base = np.load(FIXTURES / "MVD" / "inputs.npz")["img_uint8"]  # [4, 224, 224, 3]
     u8 = np.ascontiguousarray(base[:, 32:192])
     img = torch.from_numpy(u8).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5)
@@ -85,12 +92,14 @@ def main() -> None:
     print("portrait", pts.shape, flush=True)
     np.savez_compressed(out_dir / "nonsquare.npz", **arrays)
 
+
+def make_preprocess(up, out_dir: Path) -> None:
     rng = np.random.default_rng(7)
     pre: dict[str, np.ndarray] = {}
-    sizes = [(480, 640), (240, 320), (144, 256), (300, 400), (360, 640)]
+    sizes = [(480, 640), (240, 320), (144, 256), (300, 400), (180, 320)]
     with tempfile.TemporaryDirectory() as tmp:
         for i, (h, w) in enumerate(sizes):
-            small = rng.integers(0, 256, size=(h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+            small = rng.integers(0, 256, size=(h // 40 + 2, w // 40 + 2, 3), dtype=np.uint8)
             raw = np.asarray(PIL.Image.fromarray(small).resize((w, h), PIL.Image.BICUBIC))
             path = str(Path(tmp) / f"raw_{i}.png")
             PIL.Image.fromarray(raw).save(path)
