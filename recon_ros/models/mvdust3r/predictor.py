@@ -135,13 +135,11 @@ class MVDust3RPredictor:
             [images[i] for i in order], None if K is None else [K[i] for i in order], mode=self.input_mode
         )
         imgs = prep.images.to(self.device)
-        hw = tuple(imgs.shape[-2:])
         try:
             if keys is None:
                 tokens = self.network.encode(imgs.unsqueeze(0))
             else:
-                # Tokens depend on the input size (a window's common full-FOV crop may change).
-                tokens = self.cache.encode(self.network, imgs, [(keys[i], hw) for i in order])
+                tokens = self.cache.encode(self.network, imgs, [keys[i] for i in order])
             out = self.network.decode(tokens, imgs.unsqueeze(0), paths=self.paths)
         except Exception as exc:
             if is_out_of_memory(exc):
