@@ -44,12 +44,14 @@ class ConvBNBlock(nn.Module):
 
     Eager CPU inference folds the BatchNorm into the convolution (running statistics) and applies SELU
     in place (two passes fewer over a 256-channel full-resolution tensor); wide kernels (5x5, >= 64
-    input channels) then run as tiled FFT convolutions (:mod:`.fft_conv`) with the folded kernel's
-    spectrum cached until a weight or statistic changes. Training, exports and GPUs run the plain layers.
+    input channels) can run as tiled FFT convolutions (:mod:`.fft_conv`, ``use_fft``) with the folded
+    kernel's spectrum cached until a weight or statistic changes. Training, exports and GPUs run the plain layers.
     """
 
-    #: Switch for the FFT path (benchmarks compare both; the parity tests pass either way).
-    use_fft = True
+    #: Switch for the FFT path. Off: it measured 0.63-0.93 of the direct convolution per layer on one
+    #: thread, but the whole network with 2 threads was not faster than upstream with it (1.08, see
+    #: benchmarks/README.md) and it caches 115 MB per layer. The parity tests pass either way.
+    use_fft = False
 
     def __init__(self, cin: int, cout: int, kernel: int, activation: bool, bn_eps: float) -> None:
         super().__init__()
