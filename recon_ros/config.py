@@ -98,6 +98,11 @@ class PoseConfig:
         "the keyframe window restarts so no depth or fusion pairs views across it (0 = never)."
     )
     max_turn_rate_dps: float = _f(360.0, "Same as max_speed_mps for rotation, in degrees per second (0 = never).")
+    input_mode: str = _f(
+        "square", "MV-DUSt3R input: 'square' = the upstream demo's centred 224x224 crop; 'full_fov' = long side 224 "
+        "and the short side cropped to a multiple of 16 (224x160 for 4:3, 224x112 for 16:9), keeping the whole "
+        "field of view.", ("square", "full_fov"),
+    )
 
 
 @dataclass

@@ -182,7 +182,7 @@ def test_predictor_onnxruntime_split_graphs_match_torch(mvd_backends) -> None:
     assert_mask_parity("mask", ort.mask, ref.mask, ref.conf, percentile_threshold(ref.conf, 3.0), rtol=2e-4)
     np.testing.assert_array_equal(ort.pose_ok, ref.pose_ok)
     # two graphs: the 1-view encoder (both new views were encoded one at a time) and the 2-view decoder
-    assert mvd_backends["ort_backends"] == [("decoder", 2, (0,)), ("encoder", 1)]
+    assert mvd_backends["ort_backends"] == [("decoder", 2, (0,), (224, 224)), ("encoder", 1, (224, 224))]
     assert mvd_backends["ort_cache"] == (1, 2)  # kf0 from the earlier window, kf1 new
     names = sorted(p.name for p in (mvd_backends["cache_dir"] / "onnx").glob("*.onnx"))
     assert names == ["mvd_dec_v2_p0.onnx", "mvd_dec_v2_p0_fp16.onnx", "mvd_enc_v1.onnx", "mvd_enc_v1_fp16.onnx"]
@@ -252,7 +252,7 @@ def test_token_cache_with_onnxruntime_equals_fresh_run(m_ref: bool, tmp_path) ->
     _check(slid.conf, torch_out.conf, "conf")
     # the torch weights stayed on the CPU (only exported from), and encoder graphs exist per view count
     assert next(net.parameters()).device.type == "cpu"
-    assert ("encoder", 1) in runner._backends and ("encoder", n) in runner._backends
+    assert ("encoder", 1, (224, 224)) in runner._backends and ("encoder", n, (224, 224)) in runner._backends
 
 
 def test_runner_release_and_torch_backend(tmp_path) -> None:
@@ -269,7 +269,7 @@ def test_runner_release_and_torch_backend(tmp_path) -> None:
     runner.decode(runner.encode(images[:, :2]), images[:, :2])
     runner.encoder_for(3)
     assert runner.release(2) == 2  # the 2-view encoder and decoder sessions
-    assert sorted(runner._backends) == [("encoder", 3)]
+    assert sorted(runner._backends) == [("encoder", 3, (224, 224))]
     with pytest.raises(ValueError, match="do not match"):
         runner.decode(torch.zeros(1, 2, 196, 32), images)
 

@@ -484,12 +484,14 @@ def build_learned_pose_source(cfg: ReconConfig, device: str = "cpu") -> MVDust3R
             model, backend, device, cache_dir=cache_dir, fp16=cfg.runtime.fp16, threads=cfg.runtime.threads,
             on_stale=cfg.runtime.engine_on_stale,
         )
+        runner.known_bad_tensorrt = cfg.runtime.known_bad_tensorrt
     window = cfg.pose.window_keyframes
     # Keys are (keyframe id, camera): one window's worth of entries (+ one keyframe of headroom)
     # lets every keyframe be encoded exactly once while it stays in the window.
     cache = (window + 1) * max(len(cfg.cameras), 1)
     predictor = MVDust3RPredictor(
-        model, device=device, cache_size=cache, min_conf_percent=cfg.pose.min_confidence, runner=runner
+        model, device=device, cache_size=cache, min_conf_percent=cfg.pose.min_confidence, runner=runner,
+        input_mode=cfg.pose.input_mode,
     )
     LOG.info("pose source %s (%s backend%s on %s)", cfg.pose.source, backend,
              ", fp16" if cfg.runtime.fp16 and backend != "torch" else "", device)

@@ -60,12 +60,12 @@ def config_weights_key(net: nn.Module, config: object) -> str:
 
 def _finish(
     fp32_path: Path, name: str, inputs: list[str], outputs: list[str], shapes: dict[str, list[int]],
-    sha: str, fp16: bool,
+    sha: str, fp16: bool, keep_fp32: Sequence[str] = (),
 ) -> ExportedModel:
     path = fp32_path
     if fp16:
         path = fp32_path.with_name(fp32_path.stem + "_fp16.onnx")
-        convert_fp16(fp32_path, path)
+        convert_fp16(fp32_path, path, keep_fp32=keep_fp32)
     exported = ExportedModel(name, path, inputs, outputs, shapes, sha, fp16)
     path.with_suffix(".json").write_text(exported.to_json())
     return exported
@@ -122,58 +122,63 @@ def _export_mvdust3r_graph(
     if reuse and (hit := _cached(out_dir, name, fp16, sha)) is not None:
         return hit
     if reuse and fp16 and (base := _cached(out_dir, name, False, sha)) is not None:
-        return _finish(base.onnx_path, name, base.input_names, base.output_names, base.input_shapes, sha, True)
+        return _finish(
+            base.onnx_path, name, base.input_names, base.output_names, base.input_shapes, sha, True,
+            mvdust3r_export.FP32_NODE_SCOPES,
+        )
     path = export(out_dir / f"{name}.onnx")
-    return _finish(path, name, inputs, outputs, shapes, sha, fp16)
+    return _finish(path, name, inputs, outputs, shapes, sha, fp16, mvdust3r_export.FP32_NODE_SCOPES)
 
 
-def _images_shape(net: MVDust3R, num_views: int) -> list[int]:
-    h, w = net.config.img_size
+def _images_shape(net: MVDust3R, num_views: int, hw: Sequence[int] | None = None) -> list[int]:
+    h, w = mvdust3r_export.image_hw(net, hw)
     return [1, num_views, 3, h, w]
 
 
-def mvdust3r_name(net: MVDust3R, num_views: int, paths: Sequence[int]) -> str:
-    return mvdust3r_export.export_name(net, num_views, paths)
+def mvdust3r_name(net: MVDust3R, num_views: int, paths: Sequence[int], hw: Sequence[int] | None = None) -> str:
+    return mvdust3r_export.export_name(net, num_views, paths, hw)
 
 
 def export_mvdust3r(
     net: MVDust3R, out_dir: str | Path, num_views: int, paths: Sequence[int] = (0,), fp16: bool = False,
-    reuse: bool = True,
+    reuse: bool = True, hw: Sequence[int] | None = None,
 ) -> ExportedModel:
-    """MV-DUSt3R(+) for ``num_views`` views: ``images [1,V,3,224,224]`` in [-1,1] ->
-    ``pts3d [1,P,V,224,224,3]``, ``conf [1,P,V,224,224]`` for the requested head ``paths``."""
+    """MV-DUSt3R(+) for ``num_views`` views of size ``hw`` = (H, W) (default ``img_size``, 224x224):
+    ``images [1,V,3,H,W]`` in [-1,1] -> ``pts3d [1,P,V,H,W,3]``, ``conf [1,P,V,H,W]`` for the head ``paths``."""
     return _export_mvdust3r_graph(
-        net, out_dir, mvdust3r_name(net, num_views, paths),
-        lambda path: mvdust3r_export.export_onnx(net, path, num_views, paths),
+        net, out_dir, mvdust3r_name(net, num_views, paths, hw),
+        lambda path: mvdust3r_export.export_onnx(net, path, num_views, paths, hw=hw),
         list(mvdust3r_export.INPUT_NAMES), list(mvdust3r_export.OUTPUT_NAMES),
-        {"images": _images_shape(net, num_views)}, fp16, reuse,
+        {"images": _images_shape(net, num_views, hw)}, fp16, reuse,
     )
 
 
 def export_mvdust3r_encoder(
-    net: MVDust3R, out_dir: str | Path, num_views: int, fp16: bool = False, reuse: bool = True
+    net: MVDust3R, out_dir: str | Path, num_views: int, fp16: bool = False, reuse: bool = True,
+    hw: Sequence[int] | None = None,
 ) -> ExportedModel:
-    """MV-DUSt3R(+) encoder for ``num_views`` views: ``images [1,M,3,224,224]`` ->
+    """MV-DUSt3R(+) encoder for ``num_views`` views: ``images [1,M,3,H,W]`` ->
     ``tokens [1,M,N,C_enc]`` (FP32 output also in the FP16 variant, so cached tokens are FP32)."""
     return _export_mvdust3r_graph(
-        net, out_dir, mvdust3r_export.encoder_export_name(net, num_views),
-        lambda path: mvdust3r_export.export_encoder_onnx(net, path, num_views),
+        net, out_dir, mvdust3r_export.encoder_export_name(net, num_views, hw),
+        lambda path: mvdust3r_export.export_encoder_onnx(net, path, num_views, hw=hw),
         list(mvdust3r_export.ENCODER_INPUT_NAMES), list(mvdust3r_export.ENCODER_OUTPUT_NAMES),
-        {"images": _images_shape(net, num_views)}, fp16, reuse,
+        {"images": _images_shape(net, num_views, hw)}, fp16, reuse,
     )
 
 
 def export_mvdust3r_decoder(
     net: MVDust3R, out_dir: str | Path, num_views: int, paths: Sequence[int] = (0,), fp16: bool = False,
-    reuse: bool = True,
+    reuse: bool = True, hw: Sequence[int] | None = None,
 ) -> ExportedModel:
-    """MV-DUSt3R(+) decoder + heads for ``num_views`` views: ``tokens [1,V,N,C_enc]``,
-    ``images [1,V,3,224,224]`` -> ``pts3d [1,P,V,224,224,3]``, ``conf [1,P,V,224,224]``."""
+    """MV-DUSt3R(+) decoder + heads for ``num_views`` views of size ``hw``: ``tokens [1,V,N,C_enc]``,
+    ``images [1,V,3,H,W]`` -> ``pts3d [1,P,V,H,W,3]``, ``conf [1,P,V,H,W]``."""
     cfg = net.config
-    tokens = [1, num_views, cfg.grid_size[0] * cfg.grid_size[1], cfg.enc_embed_dim]
+    gh, gw = cfg.grid_for(*mvdust3r_export.image_hw(net, hw))
+    tokens = [1, num_views, gh * gw, cfg.enc_embed_dim]
     return _export_mvdust3r_graph(
-        net, out_dir, mvdust3r_export.decoder_export_name(net, num_views, paths),
-        lambda path: mvdust3r_export.export_decoder_onnx(net, path, num_views, paths),
+        net, out_dir, mvdust3r_export.decoder_export_name(net, num_views, paths, hw),
+        lambda path: mvdust3r_export.export_decoder_onnx(net, path, num_views, paths, hw=hw),
         list(mvdust3r_export.DECODER_INPUT_NAMES), list(mvdust3r_export.DECODER_OUTPUT_NAMES),
-        {"tokens": tokens, "images": _images_shape(net, num_views)}, fp16, reuse,
+        {"tokens": tokens, "images": _images_shape(net, num_views, hw)}, fp16, reuse,
     )

@@ -18,6 +18,7 @@ say where FP16 is safe. Rules (each node is FP16 or FP32, casts are inserted at 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,14 @@ def _representable(arr: np.ndarray) -> bool:
     return arr.size > 16 or not ((a > 0) & (a < FP16_MIN_NORMAL)).any()
 
 
-def convert_fp16(src: str | Path | onnx.ModelProto, dst: str | Path | None = None) -> onnx.ModelProto:
-    """Return (and with ``dst`` save) the mixed-precision FP16 variant of an FP32 model."""
+def convert_fp16(
+    src: str | Path | onnx.ModelProto, dst: str | Path | None = None, keep_fp32: Sequence[str] = ()
+) -> onnx.ModelProto:
+    """Return (and with ``dst`` save) the mixed-precision FP16 variant of an FP32 model.
+
+    ``keep_fp32``: node-name fragments (exporter scopes such as ``"/downstream_head1/proj/"``) whose
+    nodes stay FP32 whatever the rules say -- the precision-critical last layers of a network.
+    """
     model = onnx.load(str(src)) if not isinstance(src, onnx.ModelProto) else src
     model = onnx.shape_inference.infer_shapes(model)
     g = model.graph
@@ -116,6 +123,8 @@ def convert_fp16(src: str | Path | onnx.ModelProto, dst: str | Path | None = Non
         elif node.op_type in FOLLOW_OPS:
             use_half = const_ok and bool(live) and all(cur(n) == HALF for n in live)
         else:
+            use_half = False
+        if use_half and any(frag in node.name for frag in keep_fp32):
             use_half = False
         want = HALF if use_half else FLOAT
         inputs = list(node.input)

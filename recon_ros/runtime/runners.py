@@ -22,6 +22,7 @@ from recon_ros.models.mvdust3r.export import (
     MVDust3REncoderWrapper,
     MVDust3RExportWrapper,
 )
+from recon_ros.models.mvdust3r.export import image_hw as mvdust3r_image_hw
 from recon_ros.models.mvdust3r.network import MVDust3R
 
 from .backends import BACKEND_NAMES, Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend, import_tensorrt
@@ -206,26 +207,30 @@ class MVDust3RRunner(_ExportingRunner):
                 self._backends[key] = self._exported(lambda n, d: export(n, d, fp16))
         return self._backends[key]
 
-    def backend_for(self, num_views: int, paths: Sequence[int]) -> Backend:
-        """The whole-network backend for ``num_views`` views and head ``paths`` (built on first use)."""
+    def backend_for(self, num_views: int, paths: Sequence[int], hw: Sequence[int] | None = None) -> Backend:
+        """The whole-network backend for ``num_views`` views of size ``hw`` and head ``paths`` (built on first use)."""
+        hw = mvdust3r_image_hw(self.net, hw)
         return self._backend(
-            ("full", num_views, tuple(paths)), lambda: MVDust3RExportWrapper(self.net, paths),
-            ["images"], ["pts3d", "conf"], lambda n, d, fp16: export_mvdust3r(n, d, num_views, paths, fp16=fp16),
+            ("full", num_views, tuple(paths), hw), lambda: MVDust3RExportWrapper(self.net, paths),
+            ["images"], ["pts3d", "conf"],
+            lambda n, d, fp16: export_mvdust3r(n, d, num_views, paths, fp16=fp16, hw=hw),
         )
 
-    def encoder_for(self, num_views: int) -> Backend:
-        """The encoder backend for ``num_views`` views (built on first use)."""
+    def encoder_for(self, num_views: int, hw: Sequence[int] | None = None) -> Backend:
+        """The encoder backend for ``num_views`` views of size ``hw`` (built on first use)."""
+        hw = mvdust3r_image_hw(self.net, hw)
         return self._backend(
-            ("encoder", num_views), lambda: MVDust3REncoderWrapper(self.net),
-            ["images"], ["tokens"], lambda n, d, fp16: export_mvdust3r_encoder(n, d, num_views, fp16=fp16),
+            ("encoder", num_views, hw), lambda: MVDust3REncoderWrapper(self.net),
+            ["images"], ["tokens"], lambda n, d, fp16: export_mvdust3r_encoder(n, d, num_views, fp16=fp16, hw=hw),
         )
 
-    def decoder_for(self, num_views: int, paths: Sequence[int]) -> Backend:
-        """The decoder + heads backend for ``num_views`` views and head ``paths`` (built on first use)."""
+    def decoder_for(self, num_views: int, paths: Sequence[int], hw: Sequence[int] | None = None) -> Backend:
+        """The decoder + heads backend for ``num_views`` views of size ``hw`` and head ``paths``."""
+        hw = mvdust3r_image_hw(self.net, hw)
         return self._backend(
-            ("decoder", num_views, tuple(paths)), lambda: MVDust3RDecoderWrapper(self.net, paths),
+            ("decoder", num_views, tuple(paths), hw), lambda: MVDust3RDecoderWrapper(self.net, paths),
             ["tokens", "images"], ["pts3d", "conf"],
-            lambda n, d, fp16: export_mvdust3r_decoder(n, d, num_views, paths, fp16=fp16),
+            lambda n, d, fp16: export_mvdust3r_decoder(n, d, num_views, paths, fp16=fp16, hw=hw),
         )
 
     def release(self, num_views: int) -> int:
@@ -238,7 +243,7 @@ class MVDust3RRunner(_ExportingRunner):
         return len(keys)
 
     def __call__(self, images: Tensor, paths: Sequence[int] = (0,)) -> dict[str, Tensor]:
-        be = self.backend_for(images.shape[1], [int(p) for p in paths])
+        be = self.backend_for(images.shape[1], [int(p) for p in paths], images.shape[-2:])
         out = be({"images": images})
         return {k: v.to(self.device).float() for k, v in out.items()}
 
@@ -246,13 +251,13 @@ class MVDust3RRunner(_ExportingRunner):
         """Normalised images ``[1,M,3,224,224]`` -> encoder tokens ``[1,M,N,C_enc]`` (float32)."""
         if images.dim() != 5 or images.shape[0] != 1:
             raise ValueError(f"expected images [1, M, 3, H, W], got {tuple(images.shape)}")
-        out = self.encoder_for(images.shape[1])({"images": images})
+        out = self.encoder_for(images.shape[1], images.shape[-2:])({"images": images})
         return out["tokens"].to(self.device).float()
 
     def decode(self, tokens: Tensor, images: Tensor, paths: Sequence[int] = (0,)) -> dict[str, Tensor]:
         """Encoder tokens ``[1,V,N,C_enc]`` + images ``[1,V,3,224,224]`` -> ``pts3d``, ``conf``."""
         if tokens.dim() != 4 or tokens.shape[:2] != images.shape[:2]:
             raise ValueError(f"tokens {tuple(tokens.shape)} do not match images {tuple(images.shape)}")
-        be = self.decoder_for(images.shape[1], [int(p) for p in paths])
+        be = self.decoder_for(images.shape[1], [int(p) for p in paths], images.shape[-2:])
         out = be({"tokens": tokens, "images": images})
         return {k: v.to(self.device).float() for k, v in out.items()}

@@ -67,6 +67,21 @@ class MVDust3RConfig:
     def grid_size(self) -> tuple[int, int]:
         return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
 
+    def grid_for(self, height: int, width: int) -> tuple[int, int]:
+        """Patch grid (rows, cols) of a ``height x width`` input.
+
+        Like upstream, any size whose sides are multiples of ``patch_size`` runs (RoPE positions are
+        per token, the heads unshuffle per patch); sizes beyond ``img_size`` are refused because the
+        official weights were trained up to 224x224 only.
+        """
+        p = self.patch_size
+        h_max, w_max = self.img_size
+        if height % p or width % p or not (0 < height <= h_max and 0 < width <= w_max):
+            raise ValueError(
+                f"images must be HxW with H, W multiples of {p}, H <= {h_max} and W <= {w_max}; got {height}x{width}"
+            )
+        return height // p, width // p
+
     @property
     def num_paths(self) -> int:
         """Number of reference-view paths the decoder runs (1 for MV-DUSt3R)."""

@@ -11,9 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .fft_conv import fft_conv2d, kernel_spectrum
+
 Recorder = Callable[[str, torch.Tensor], None] | None
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def unshuffle_channels_first(x: torch.Tensor, grid: tuple[int, int], p: int) -> torch.Tensor:
@@ -33,16 +40,52 @@ def unshuffle_channels_last(x: torch.Tensor, grid: tuple[int, int], p: int) -> t
 
 
 class ConvBNBlock(nn.Module):
-    """Conv (same padding) + BatchNorm, optionally followed by SELU."""
+    """Conv (same padding) + BatchNorm, optionally followed by SELU.
+
+    Eager CPU inference folds the BatchNorm into the convolution (running statistics) and applies SELU
+    in place (two passes fewer over a 256-channel full-resolution tensor); wide kernels (5x5, >= 64
+    input channels) can run as tiled FFT convolutions (:mod:`.fft_conv`, ``use_fft``) with the folded
+    kernel's spectrum cached until a weight or statistic changes. Training, exports and GPUs run the plain layers.
+    """
+
+    #: Switch for the FFT path. Off: it measured 0.63-0.93 of the direct convolution per layer on one
+    #: thread, but the whole network with 2 threads was not faster than upstream with it (1.08, see
+    #: benchmarks/README.md) and it caches 115 MB per layer. The parity tests pass either way.
+    use_fft = False
 
     def __init__(self, cin: int, cout: int, kernel: int, activation: bool, bn_eps: float) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
         self.norm = nn.BatchNorm2d(cout, eps=bn_eps)
         self.act = nn.SELU() if activation else nn.Identity()
+        self._spectrum: tuple[tuple, torch.Tensor] | None = None
+
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        bn = self.norm
+        assert bn.running_mean is not None and bn.running_var is not None
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = self.conv.weight * scale.view(-1, 1, 1, 1)
+        bias = (self.conv.bias - bn.running_mean) * scale + bn.bias
+        return weight, bias
+
+    def _fft_spectrum(self, weight: torch.Tensor) -> torch.Tensor:
+        params = (self.conv.weight, self.conv.bias, self.norm.weight, self.norm.bias, self.norm.running_mean,
+                  self.norm.running_var)
+        key = tuple((t.data_ptr(), t._version) for t in params if t is not None)
+        if self._spectrum is None or self._spectrum[0] != key:
+            self._spectrum = (key, kernel_spectrum(weight.detach()))
+        return self._spectrum[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))
+        if self.training or _exporting() or x.device.type != "cpu" or x.dtype != torch.float32:
+            return self.act(self.norm(self.conv(x)))
+        weight, bias = self._folded()
+        k = self.conv.kernel_size[0]
+        if self.use_fft and k >= 5 and self.conv.in_channels >= 64:
+            y = fft_conv2d(x, self._fft_spectrum(weight), bias, k)
+        else:
+            y = F.conv2d(x, weight, bias, padding=self.conv.padding)
+        return F.selu(y, inplace=True) if isinstance(self.act, nn.SELU) else y
 
 
 class PointHead(nn.Module):
@@ -77,6 +120,19 @@ class PointHead(nn.Module):
                 ConvBNBlock(skip_dim, 3, 3, False, bn_eps),
             )
 
+    def _skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The skip branch on ``[M, 6, H, W]``.
+
+        Eager CPU runs it one image at a time, as upstream does: profiled on the reduced MV-DUSt3R
+        (4 views, one thread), the convolutions took 95.5 s as batches of 3 against upstream's 80.3 s
+        as single images, and the per-image working set (51 MB per 256-channel activation) also bounds
+        the FFT path's temporaries. Exports and GPUs keep the batch (one kernel launch, static graph).
+        """
+        assert self.skip_proj is not None
+        if x.shape[0] == 1 or x.device.type != "cpu" or _exporting():
+            return self.skip_proj(x)
+        return torch.cat([self.skip_proj(x[i : i + 1]) for i in range(x.shape[0])])
+
     def forward(
         self, tokens: torch.Tensor, img: torch.Tensor, grid: tuple[int, int], record: Recorder = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +143,7 @@ class PointHead(nn.Module):
         feat = unshuffle_channels_first(raw, grid, self.patch_size)
         xyz, logit = feat[:, :3], feat[:, 3]
         if self.skip_proj is not None:
-            skip = self.skip_proj(torch.cat((img, xyz), dim=1))
+            skip = self._skip(torch.cat((img, xyz), dim=1))
             if record is not None:
                 record("head_pts_skip_out", skip)
             xyz = xyz + skip * self.skip_scale

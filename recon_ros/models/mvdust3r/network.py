@@ -147,24 +147,22 @@ class MVDust3R(nn.Module):
         return torch.stack((n // grid[1], n % grid[1]), dim=-1).unsqueeze(0)
 
     def _grid(self, h: int, w: int) -> tuple[int, int]:
-        p = self.config.patch_size
-        if (h, w) != tuple(self.config.img_size):
-            raise ValueError(f"images must be {self.config.img_size[0]}x{self.config.img_size[1]}, got {h}x{w}")
-        return h // p, w // p
+        return self.config.grid_for(h, w)
 
     # ------------------------------------------------------------------ decoder
-    def decoder(self, tokens: torch.Tensor) -> torch.Tensor:
+    def decoder(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """Encoder tokens ``[B, V, N, C_enc]`` -> normalised decoder tokens ``[B, R, V, N, C]``.
 
+        ``grid``: the patch grid (rows, cols) the tokens lie on (default: that of ``img_size``).
         Index ``[b, r, v]`` is input view v as seen by path r (input-view order, before the slot swap).
         """
         b, v, n, _ = tokens.shape
         r = self.config.num_paths
         if v < self.config.min_views:
             raise ValueError(f"{self.config.name} needs at least {self.config.min_views} views, got {v}")
-        grid = self.config.grid_size
+        grid = self.config.grid_size if grid is None else grid
         if n != grid[0] * grid[1]:
-            raise ValueError(f"expected {grid[0] * grid[1]} tokens per view, got {n}")
+            raise ValueError(f"expected {grid[0] * grid[1]} tokens per view ({grid[0]}x{grid[1]} patches), got {n}")
         dev = tokens.device
         x0 = self.decoder_embed(tokens)
         self._rec("decoder_embed_out", x0)
@@ -305,7 +303,8 @@ class MVDust3R(nn.Module):
         gaussians: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Decoder + heads from encoder tokens (see :meth:`encode`); ``images`` feed the skip branch."""
-        return self.heads(self.decoder(tokens), images, paths, gaussians)
+        grid = self._grid(images.shape[-2], images.shape[-1])
+        return self.heads(self.decoder(tokens, grid), images, paths, gaussians)
 
     def forward(
         self,

@@ -18,7 +18,7 @@ import torch
 from ...geometry.pointmap_poses import DEFAULT_MIN_CONF_PERCENT, recover_poses
 from ...runtime.memory import is_out_of_memory, release_cached_memory
 from .network import MVDust3R, slot_to_view
-from .preprocess import preprocess_views, reference_order
+from .preprocess import INPUT_MODES, preprocess_views, reference_order
 from .token_cache import EncoderTokenCache
 
 
@@ -39,16 +39,16 @@ class PointmapPrediction:
     ``pts3d`` are in view 0's camera frame (OpenCV axes, units of the network's arbitrary scale).
     """
 
-    pts3d: np.ndarray  # [V, 224, 224, 3] float32
-    conf: np.ndarray  # [V, 224, 224] float32 (>= 1)
-    K224: np.ndarray  # [V, 3, 3] intrinsics of the 224 crops (given K adjusted, or estimated)
+    pts3d: np.ndarray  # [V, h, w, 3] float32 (h x w: the network input, 224x224 in "square" mode)
+    conf: np.ndarray  # [V, h, w] float32 (>= 1)
+    K224: np.ndarray  # [V, 3, 3] intrinsics of the network-input crops (given K adjusted, or estimated)
     order: list[int]  # network input i was images[order[i]]
     c2w: np.ndarray  # [V, 4, 4] float32 camera-to-view-0 poses from PnP-RANSAC
     depth_ranges: np.ndarray  # [V, 2] robust (min, max) positive depth of confident points (NaN: no pose)
-    mask: np.ndarray  # [V, 224, 224] bool confident points (used for PnP and depth ranges)
+    mask: np.ndarray  # [V, h, w] bool confident points (used for PnP and depth ranges)
     pose_ok: np.ndarray  # [V] bool, False where PnP failed
     focal: float | None = None  # estimated focal when no K was given
-    # Other requested paths: path p -> (pts3d [V,224,224,3] in the frame of input view order[p], conf).
+    # Other requested paths: path p -> (pts3d [V,h,w,3] in the frame of input view order[p], conf).
     extra_paths: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
@@ -75,7 +75,8 @@ class MVDust3RPredictor:
     ``runner``: run the network through a runtime runner (ONNX Runtime / TensorRT encoder and decoder
     graphs, see :class:`~recon_ros.runtime.runners.MVDust3RRunner`) instead of eager torch; the model
     then only provides the configuration (and the weights the runner exports), and is not moved to
-    ``device``.
+    ``device``. ``input_mode``: ``"square"`` (the demo's 224x224 centre crop) or ``"full_fov"`` (long
+    side 224, e.g. 224x160 for a 4:3 camera; see :mod:`.preprocess`).
     """
 
     def __init__(
@@ -87,7 +88,11 @@ class MVDust3RPredictor:
         min_conf_percent: float = DEFAULT_MIN_CONF_PERCENT,
         reorder: bool = True,
         runner: NetworkRunner | None = None,
+        input_mode: str = "square",
     ) -> None:
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"unknown MV-DUSt3R input mode {input_mode!r}; choose one of {INPUT_MODES}")
+        self.input_mode = input_mode
         self.device = torch.device(device)
         self.runner = runner
         # With a runner the torch weights would only duplicate the backend's copy on the device.
@@ -126,7 +131,9 @@ class MVDust3RPredictor:
         if keys is not None and len(keys) != v:
             raise ValueError(f"got {v} images but {len(keys)} keys")
         order, inverse = reference_order(v) if self.reorder else (list(range(v)), list(range(v)))
-        prep = preprocess_views([images[i] for i in order], None if K is None else [K[i] for i in order])
+        prep = preprocess_views(
+            [images[i] for i in order], None if K is None else [K[i] for i in order], mode=self.input_mode
+        )
         imgs = prep.images.to(self.device)
         try:
             if keys is None:

@@ -32,6 +32,7 @@ class EncoderTokenCache:
             raise ValueError("max_entries must be >= 1")
         self.max_entries = int(max_entries)
         self._store: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        self._sizes: tuple[int, ...] | None = None  # image size the stored tokens belong to
         self.hits = 0
         self.misses = 0
 
@@ -62,6 +63,11 @@ class EncoderTokenCache:
             raise ValueError(f"got {images.shape[0]} images but {len(keys)} keys")
         if len(set(keys)) != len(keys):
             raise ValueError("keyframe keys must be unique within one call")
+        # Tokens depend on the input size (a window's common full-FOV crop may change): a new size
+        # empties the cache.
+        if self._sizes is not None and self._sizes != tuple(images.shape[-2:]):
+            self._store.clear()
+        self._sizes = tuple(images.shape[-2:])
         found = {k: self.get(k) for k in keys}
         missing = [i for i, k in enumerate(keys) if found[k] is None]
         self.hits += len(keys) - len(missing)
