@@ -146,6 +146,8 @@ class QosConfig:
     images: str = _f("best_effort", "Reliability of image subscriptions (sensor data QoS).", RELIABILITY)
     clouds: str = _f("reliable", "Reliability of per-keyframe clouds and depth images.", RELIABILITY)
     depth_queue: int = _f(5, "History depth of published topics.")
+    image_queue: int = _f(10, "History depth of image and CameraInfo subscriptions (per camera): while callbacks lag, "
+                          "older images are replaced by DDS without reaching the node.")
 
 
 @dataclass

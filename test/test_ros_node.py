@@ -25,7 +25,8 @@ def run_launch_test(ros_env: dict[str, str], name: str, timeout: float, tmp_path
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
            "-o", "junit_family=xunit2", str(LAUNCH / name)]
     run = run_ros(cmd, ros_env, timeout, extra_env=extra_env)
-    print(f"{name}: {run.seconds:.1f} s in ROS_DOMAIN_ID {run.domain}")
+    (tmp_path / "output.log").write_text(run.output)
+    print(f"{name}: {run.seconds:.1f} s in ROS_DOMAIN_ID {run.domain}; output in {tmp_path / 'output.log'}")
     assert run.returncode == 0, f"{name} failed (exit {run.returncode}):\n{run.output[-12000:]}"
     assert "skipped" not in run.output.splitlines()[-1], f"{name} was skipped:\n{run.output[-3000:]}"
     assert not run.leftovers, f"{name} left processes behind: {run.leftovers}"

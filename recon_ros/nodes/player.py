@@ -91,7 +91,7 @@ def play(args: argparse.Namespace) -> int:
                 from rosgraph_msgs.msg import Clock
 
                 clock_pub = node.create_publisher(Clock, "/clock", 10)
-            if args.wait_for_subscribers and not _wait_for_subscribers(node, args.wait_for_subscribers,
+            if args.wait_for_subscribers and not _wait_for_subscribers(node, pubs, args.wait_for_subscribers,
                                                                        args.wait_timeout):
                 return -1
             if args.start_delay > 0:
@@ -126,10 +126,16 @@ def _clock(stamp_ns: int) -> Any:
     return Clock(clock=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000))
 
 
-def _wait_for_subscribers(node: Any, topics: list[str], timeout: float) -> bool:
+def _wait_for_subscribers(node: Any, pubs: dict[str, Any], topics: list[str], timeout: float) -> bool:
+    """For topics this player publishes, wait until its publisher has MATCHED a subscription (the graph
+    can list a subscriber before DDS matched it; messages sent in between are lost to a volatile reader)."""
+
+    def count(topic: str) -> int:
+        return pubs[topic].get_subscription_count() if topic in pubs else node.count_subscribers(topic)
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        missing = [t for t in topics if node.count_subscribers(t) == 0]
+        missing = [t for t in topics if count(t) == 0]
         if not missing:
             return True
         time.sleep(0.1)

@@ -36,6 +36,7 @@ RCLPY_HINT = (
 try:
     import rclpy
     from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.lifecycle import Node as LifecycleNode
@@ -74,10 +75,13 @@ class ReconNode(LifecycleNode):
         for spec in self._specs:
             desc = ParameterDescriptor(description=spec.description, dynamic_typing=spec.kind == "dynamic_array")
             self.declare_parameter(spec.name, None if desc.dynamic_typing else spec.default, desc)
-        # Images, camera info, /tf and services share one exclusive group: the FrontEnd and the TF
-        # buffer are single-threaded. (Not named _timers/_services: those are rclpy.Node's own lists.)
+        # Images, camera info and services share one exclusive group: the FrontEnd is single-threaded.
+        # (Not named _timers/_services: those are rclpy.Node's own lists.)
         self._inputs = MutuallyExclusiveCallbackGroup()
         self._status_group = MutuallyExclusiveCallbackGroup()
+        # /tf in its own group: transforms keep flowing into the (locked) buffer while an image
+        # callback runs, so a frame set never waits for TF that is queued behind images.
+        self._tf_group = MutuallyExclusiveCallbackGroup()
         self._live: LiveRecon | None = None
         self._active = False
         self._pubs: dict[str, Any] = {}
@@ -131,9 +135,9 @@ class ReconNode(LifecycleNode):
         self._tf_buffer = tf_buffer = TfBuffer()
         self._tf_subs = [
             self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), _qos("reliable", 100),
-                                     callback_group=self._inputs),
+                                     callback_group=self._tf_group),
             self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                     _qos("reliable", 100, latched=True), callback_group=self._inputs),
+                                     _qos("reliable", 100, latched=True), callback_group=self._tf_group),
         ]
         self._live = LiveRecon(cfg, kit, tf_buffer, self._publish, warn=self.get_logger().warning,
                                clock_ns=lambda: self.get_clock().now().nanoseconds)
@@ -147,7 +151,7 @@ class ReconNode(LifecycleNode):
 
         cfg, live = self.cfg, self._live
         image_type = CompressedImage if cfg.topics.compressed else Image
-        qos = _qos(cfg.qos.images, 5)  # sensor-data QoS by default (best effort, keep last 5)
+        qos = _qos(cfg.qos.images, cfg.qos.image_queue)  # sensor-data QoS by default (best effort)
         for cam in cfg.cameras:
             self._subs.append(self.create_subscription(
                 image_type, cfg.image_topic(cam), lambda msg, c=cam: live.on_image(c, msg), qos,
@@ -252,7 +256,13 @@ def main(args: list[str] | None = None) -> None:
     executor = MultiThreadedExecutor()  # inputs (images, /tf, services) and the status timer run concurrently
     executor.add_node(node)
     try:
-        executor.spin()
+        while rclpy.ok():
+            try:
+                executor.spin_once()
+            except RCLError as exc:
+                # rclpy's lifecycle service raises out of spin when asked for a transition the current
+                # state lacks (e.g. a second 'activate'); a bad request must not kill the node.
+                node.get_logger().error(f"request failed: {exc}")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -7,6 +7,7 @@ The bag tool fills it from the bag's /tf and /tf_static messages; the node fills
 from __future__ import annotations
 
 import bisect
+import threading
 from collections import deque
 from typing import Any, Protocol
 
@@ -40,12 +41,18 @@ class TfBuffer:
 
     def __init__(self, max_samples: int = 2000, max_extrapolation_ns: int = 0, max_frames: int = 1000):
         self.max_frames = max_frames
+        # The node fills the buffer from its /tf callbacks while image callbacks look up (two threads).
+        self._lock = threading.RLock()
         self.static: dict[str, tuple[str, np.ndarray]] = {}
         self.dynamic: dict[str, tuple[str, deque[int], deque[np.ndarray]]] = {}
         self.max_samples = max_samples
         self.max_extrapolation_ns = max_extrapolation_ns
 
     def set_transform(self, parent: str, child: str, stamp_ns: int, T: np.ndarray, static: bool = False) -> None:
+        with self._lock:
+            self._set_transform(parent, child, stamp_ns, T, static)
+
+    def _set_transform(self, parent: str, child: str, stamp_ns: int, T: np.ndarray, static: bool) -> None:
         if child not in self.static and child not in self.dynamic and \
                 len(self.static) + len(self.dynamic) >= self.max_frames:
             return  # bounded: a TF tree this large is a misconfigured publisher, not a robot
@@ -132,6 +139,10 @@ class TfBuffer:
         """
         if target == source:
             return np.eye(4)
+        with self._lock:
+            return self._lookup(target, source, stamp_ns)
+
+    def _lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
         src_chain = self._ancestors(source)
         src_index = {f: i for i, f in enumerate(src_chain)}
         tgt_chain = self._ancestors(target)

@@ -47,6 +47,8 @@ from recon_ros.bag_tool import run_bag
 from recon_ros.config import from_dict
 from recon_ros.io.messages import image_to_numpy, pointcloud2_to_numpy, stamp_to_ns
 from recon_ros.msg import KeyframeDepth, ReconStatus
+from recon_ros.srv import SaveMap
+from std_srvs.srv import Trigger
 from recon_ros.synthetic import SyntheticConfig, SyntheticSequence
 from recon_ros.synthetic.bag import write_sequence_bag
 from recon_ros.synthetic.evaluate import evaluate
@@ -54,7 +56,9 @@ from recon_ros.synthetic.evaluate import evaluate
 # 4 cameras x 16 stamps at 10 Hz, 320x240: the bag tool's small scene, shorter. queue_size 16 holds
 # every frame set, so a slow CPU delays outputs but drops nothing and the result is the bag tool's.
 SEQ = SyntheticConfig(seed=0, n_cameras=4, n_frames=16, width=320, height=240)
-PARAMS = {"depth": {"min_depth_m": 0.4, "max_depth_m": 10.0}, "runtime": {"queue_size": 16}}
+# qos.images reliable: a replayed recording is lossless input (on a robot: sensor-data QoS, the default).
+PARAMS = {"depth": {"min_depth_m": 0.4, "max_depth_m": 10.0}, "runtime": {"queue_size": 16},
+          "qos": {"images": "reliable"}}
 ABSREL_BOUND = 0.03  # the bag tool's bound (test_bag_tool.py::test_small_scene_accuracy)
 OUT_TIMEOUT_S = 400.0
 
@@ -81,7 +85,8 @@ def generate_test_description():
                           "backend": "torch", "use_sim_time": "false"}.items())
     player = launch.actions.ExecuteProcess(
         cmd=[sys.executable, "-m", "recon_ros.nodes.player", str(tmp / "bag"), "--rate", "1.0",
-             "--wait-for-subscribers", *[f"/{c}/image_raw" for c in seq.camera_names]],
+             "--wait-for-subscribers", *[f"/{c}/{t}" for c in seq.camera_names for t in ("image_raw", "camera_info")],
+             "/tf", "/tf_static"],
         output="screen")
     context = {"seq": seq, "reference": reference, "player": player, "tmp": tmp}
     return launch.LaunchDescription([recon, player, launch_testing.actions.ReadyToTest()]), context
@@ -123,6 +128,16 @@ class Listener:
 
 
 class TestEndToEnd(unittest.TestCase):
+    def call(self, srv_type, name, request, timeout=60.0):
+        client = self.node.create_client(srv_type, name)
+        self.assertTrue(client.wait_for_service(timeout_sec=timeout), f"{name} never appeared")
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(future.done(), f"{name} timed out")
+        return future.result()
+
     @classmethod
     def setUpClass(cls):
         rclpy.init()
@@ -150,6 +165,7 @@ class TestEndToEnd(unittest.TestCase):
         status = lambda: listen.messages("/recon/status")  # noqa: E731
         while time.monotonic() < deadline and not (status() and status()[-1].keyframes >= ref_keyframes):
             time.sleep(0.5)
+        clouds_before_deactivate = len(listen.messages("/recon/cloud"))
         change = self.node.create_client(ChangeState, "/recon/change_state")
         self.assertTrue(change.wait_for_service(timeout_sec=30))
         req = ChangeState.Request()
@@ -160,6 +176,8 @@ class TestEndToEnd(unittest.TestCase):
             time.sleep(0.1)
         self.assertTrue(future.done() and future.result().success, "deactivate failed")
         time.sleep(2.0)  # the drained clouds and map are in flight
+        # deactivate drains: the keyframes the fusion delay held back are fused and published now
+        self.assertGreater(len(listen.messages("/recon/cloud")), clouds_before_deactivate)
 
         missing = [t for t in listen.topics if not listen.messages(t)]
         self.assertFalse(missing, f"nothing arrived on {missing}")
@@ -201,6 +219,16 @@ class TestEndToEnd(unittest.TestCase):
         # (measured 0 % difference; voxel insertion order may differ by a few points).
         self.assertLessEqual(abs(len(map_pts) - len(ref_map)), 0.05 * len(ref_map) + 10,
                              f"map {len(map_pts)} points, bag tool {len(ref_map)}")
+        # ~/save_map writes the fused map (services stay up while inactive); ~/reset clears it
+        ply = Path(tempfile.mkdtemp(prefix="recon_e2e_map_")) / "map.ply"
+        saved = self.call(SaveMap, "/recon/save_map", SaveMap.Request(path=str(ply)))
+        self.assertTrue(saved.success, saved.message)
+        self.assertEqual(saved.points, len(map_pts))
+        header = ply.read_bytes()[:400].decode("ascii", errors="replace")
+        self.assertIn(f"element vertex {len(map_pts)}", header)
+        self.assertTrue(self.call(Trigger, "/recon/reset", Trigger.Request()).success)
+        emptied = self.call(SaveMap, "/recon/save_map", SaveMap.Request(path=str(ply.with_name("empty.ply"))))
+        self.assertTrue(emptied.success and emptied.points == 0, emptied.message)
         # stamp -> cloud latency: first /<cam>/image_raw arrival of a stamp to its first cloud arrival
         lat = [t - listen.arrival[(f"/{cams[0]}/image_raw", s)] for (n, s), t in listen.arrival.items()
                if n == "/recon/cloud" and (f"/{cams[0]}/image_raw", s) in listen.arrival]
