@@ -117,6 +117,10 @@ def run_ros(cmd: list[str], env: dict[str, str], timeout: float, cwd: Path | Non
         cwd = cwd or Path(tmp)
         child_env = {**env, **(extra_env or {}), MARKER: marker, IN_ROS_PROCESS: "1", "ROS_DOMAIN_ID": str(dom),
                      "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1",
+                     # Fast DDS shared-memory ports are machine-wide, not per domain: beside other
+                     # ROS runs on one machine (CI jobs, several checkouts) their locks collide and
+                     # samples were lost; loopback UDP keeps test runs independent.
+                     "FASTDDS_BUILTIN_TRANSPORTS": env.get("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4"),
                      "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=cwd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -131,6 +131,10 @@ class LiveRecon:
         self.latest_stamp_ns = max(self.latest_stamp_ns, stamp_to_ns(msg.header.stamp))
         return self._submit(self.frontend.on_image_message(camera, msg))
 
+    def on_tf(self) -> int:
+        """New transforms arrived: queue the frame sets that waited for them; returns how many."""
+        return self._submit(self.frontend.on_tf_update())
+
     def _submit(self, framesets: list[FrameSet]) -> int:
         for fs in framesets:
             self.worker.submit(fs)

@@ -19,6 +19,7 @@ TF without tf2_ros (not available from PyPI's ROS wheels, and not needed): the n
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from recon_ros.config import ConfigError, ReconConfig, from_dict
@@ -75,13 +76,12 @@ class ReconNode(LifecycleNode):
         for spec in self._specs:
             desc = ParameterDescriptor(description=spec.description, dynamic_typing=spec.kind == "dynamic_array")
             self.declare_parameter(spec.name, None if desc.dynamic_typing else spec.default, desc)
-        # Images, camera info and services share one exclusive group: the FrontEnd is single-threaded.
+        # Images, camera info, /tf and services share one exclusive group: the FrontEnd is single-threaded.
+        # /tf is subscribed first, so each executor cycle takes transforms before images; a frame set
+        # that waits for TF is completed as soon as its transform arrives (LiveRecon.on_tf).
         # (Not named _timers/_services: those are rclpy.Node's own lists.)
         self._inputs = MutuallyExclusiveCallbackGroup()
         self._status_group = MutuallyExclusiveCallbackGroup()
-        # /tf in its own group: transforms keep flowing into the (locked) buffer while an image
-        # callback runs, so a frame set never waits for TF that is queued behind images.
-        self._tf_group = MutuallyExclusiveCallbackGroup()
         self._live: LiveRecon | None = None
         self._active = False
         self._pubs: dict[str, Any] = {}
@@ -109,7 +109,7 @@ class ReconNode(LifecycleNode):
         self._status_timer = self.create_timer(1.0, self._on_status_timer, callback_group=self._status_group)
         self.get_logger().info(
             f"configured: {len(cfg.cameras)} cameras {cfg.cameras}, pose={cfg.pose.source}, depth={cfg.depth.source}, "
-            f"backend={cfg.runtime.backend}, outputs under {cfg.output_topic('')}")
+            f"backend={cfg.runtime.backend}, outputs under {cfg.relative_output_topic(cfg.output_topic(''))}")
         return super().on_configure(state)
 
     def _create_entities(self, cfg: ReconConfig) -> None:
@@ -135,9 +135,9 @@ class ReconNode(LifecycleNode):
         self._tf_buffer = tf_buffer = TfBuffer()
         self._tf_subs = [
             self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), _qos("reliable", 100),
-                                     callback_group=self._tf_group),
+                                     callback_group=self._inputs),
             self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                     _qos("reliable", 100, latched=True), callback_group=self._tf_group),
+                                     _qos("reliable", 100, latched=True), callback_group=self._inputs),
         ]
         self._live = LiveRecon(cfg, kit, tf_buffer, self._publish, warn=self.get_logger().warning,
                                clock_ns=lambda: self.get_clock().now().nanoseconds)
@@ -197,6 +197,8 @@ class ReconNode(LifecycleNode):
             return
         for problem in add_tf_message(self._tf_buffer, msg, static):
             self.get_logger().warning(f"{'/tf_static' if static else '/tf'}: {problem}", throttle_duration_sec=5.0)
+        if self._active and self._live is not None:
+            self._live.on_tf()
 
     def _on_status_timer(self) -> None:
         if self._active and self._live is not None:
@@ -253,7 +255,9 @@ def main(args: list[str] | None = None) -> None:
     require_rclpy()
     rclpy.init(args=args)
     node = ReconNode()
-    executor = MultiThreadedExecutor()  # inputs (images, /tf, services) and the status timer run concurrently
+    # One thread per callback group (inputs, /tf, status timer, lifecycle services): with the default
+    # (one per core) a 2-core robot computer left /tf waiting behind images and timers.
+    executor = MultiThreadedExecutor(num_threads=max(4, os.cpu_count() or 1))
     executor.add_node(node)
     try:
         while rclpy.ok():

@@ -108,9 +108,19 @@ class TestLaunchFiles(unittest.TestCase):
         self.assertEqual(self.state_eventually("/bad/recon", State.PRIMARY_STATE_UNCONFIGURED, 30),
                          State.PRIMARY_STATE_UNCONFIGURED)
 
-    def test_ros2_run_starts_the_installed_node(self):
+    def test_ros2_run_starts_the_installed_node(self, proc_info, run):
         self.assertEqual(self.state_eventually("/run/recon", State.PRIMARY_STATE_UNCONFIGURED),
                          State.PRIMARY_STATE_UNCONFIGURED)
+        # `ros2 run` forwards no signal to its child (it expects a terminal's Ctrl-C to reach both): stop
+        # the node itself with SIGINT, as a user's Ctrl-C would, and expect both to exit cleanly.
+        import signal
+
+        import psutil
+
+        for child in psutil.Process(run.process_details["pid"]).children(recursive=True):
+            child.send_signal(signal.SIGINT)
+        proc_info.assertWaitForShutdown(process=run, timeout=60)
+        launch_testing.asserts.assertExitCodes(proc_info, process=run)
 
 
 @launch_testing.post_shutdown_test()
