@@ -156,9 +156,11 @@ class ReconNode(LifecycleNode):
             self._subs.append(self.create_subscription(
                 image_type, cfg.image_topic(cam), lambda msg, c=cam: live.on_image(c, msg), qos,
                 callback_group=self._inputs))
+            # CameraInfo: sensor-data QoS whatever qos.images says (drivers publish it so; with a
+            # reliable reader here, one camera's CameraInfo never arrived in the 4-camera DDS test).
             self._subs.append(self.create_subscription(
-                CameraInfo, cfg.camera_info_topic(cam), lambda msg, c=cam: live.on_camera_info(c, msg), qos,
-                callback_group=self._inputs))
+                CameraInfo, cfg.camera_info_topic(cam), lambda msg, c=cam: live.on_camera_info(c, msg),
+                _qos("best_effort", cfg.qos.image_queue), callback_group=self._inputs))
         self._active = True
         self.get_logger().info(f"active: subscribed to {', '.join(cfg.image_topic(c) for c in cfg.cameras)}")
         return super().on_activate(state)
