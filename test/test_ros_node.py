@@ -23,6 +23,7 @@ def run_launch_test(ros_env: dict[str, str], name: str, timeout: float, tmp_path
                     extra_env: dict[str, str] | None = None) -> str:
     junit = tmp_path / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+           "-p", "launch_testing.pytest.hooks", "-p", "launch_testing_ros_pytest_entrypoint",  # off in setup.cfg
            "-o", "junit_family=xunit2", str(LAUNCH / name)]
     run = run_ros(cmd, ros_env, timeout, extra_env=extra_env)
     (tmp_path / "output.log").write_text(run.output)
