@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := libusb-1.0-0 libgl1 libgomp1
 DEMO_OUT ?= demo_out
 
-.PHONY: all install system-deps demo test lint bench clean
+# ROS 2 for the ROS tests: a sourced /opt/ros/<distro>, else the Jazzy wheels recipe (see docs/ROS.md).
+ROS2_WHEELS ?= $(or $(RECON_ROS_ROS2_WHEELS),../shared/ros2)
+
+.PHONY: all install system-deps demo test lint bench clean ros
 
 all: test
 
@@ -32,7 +35,12 @@ install: system-deps $(STAMP)
 demo: install
 	$(VENV)/bin/recon-ros demo --out $(DEMO_OUT)
 
-test: install
+# colcon-builds recon_ros into $(VENV)/ros (outside the source tree); the ROS tests source $(VENV)/ros/env.sh
+# in their own processes. Without ROS this writes the reason and the ROS tests skip with it.
+ros: install
+	bash scripts/ros_workspace.sh $(VENV) $(ROS2_WHEELS)
+
+test: install ros
 	$(PY) -m pytest -q
 
 lint: install

@@ -38,7 +38,7 @@ setup(
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
         "tensorrt": ["tensorrt>=10"],
         "test": [
-            "pytest>=7",
+            "pytest>=7,<9",  # launch_testing's pytest plugin breaks every run under pytest 9
             "ruff>=0.4",
             "mcap>=1.1",
             "mcap-ros2-support>=0.5",

@@ -21,18 +21,16 @@ from recon_ros.config import ReconConfig
 from recon_ros.io.bag import BagReader, BagWriter
 from recon_ros.io.cameras import camera_topics, resolve_cameras
 from recon_ros.io.messages import (
-    BadMessage,
     MessageKit,
     image_to_numpy,
     stamp_to_ns,
-    transform_to_matrix,
 )
 from recon_ros.io.outputs import engine_flush_messages, engine_step_messages
 from recon_ros.pipeline.depth_metrics import PublishedDepthSummary
 from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput, ReconstructionEngine
 from recon_ros.pipeline.frames import DropCounter
 from recon_ros.pipeline.frontend import FrontEnd
-from recon_ros.pipeline.tf_buffer import TfBuffer
+from recon_ros.pipeline.tf_buffer import TfBuffer, add_tf_message
 
 LOG = logging.getLogger("recon_ros")
 
@@ -152,14 +150,8 @@ def run_bag(
                         LOG.warning("%s: cannot deserialize %s (%s): %s", input_path, topic, m.msgtype, exc)
                     continue
                 if topic in ("/tf", "/tf_static"):
-                    for t in msg.transforms:
-                        try:
-                            T = transform_to_matrix(t.transform)
-                        except BadMessage as exc:
-                            LOG.warning("%s: %s->%s ignored: %s", topic, t.header.frame_id, t.child_frame_id, exc)
-                            continue
-                        tf.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_ns(t.header.stamp), T,
-                                         static=topic == "/tf_static")
+                    for problem in add_tf_message(tf, msg, static=topic == "/tf_static"):
+                        LOG.warning("%s: %s", topic, problem)
                 elif topic in info_topics:
                     frontend.on_camera_info(cam, msg)
                 else:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from recon_ros.config import ConfigError, ReconConfig, describe, load_yaml, set_value
+from recon_ros.nodes.player import add_arguments as add_play_arguments
+from recon_ros.nodes.player import play
 
 LOG = logging.getLogger("recon_ros")
 
@@ -176,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="list every parameter with its default and meaning")
     p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("play", help="publish a rosbag2 on live topics at its recorded rate (needs rclpy)")
+    add_play_arguments(p)
+    p.set_defaults(func=lambda a: 2 if play(a) < 0 else 0)
 
     for register in DELEGATED:
         register(sub)

@@ -35,7 +35,9 @@ class TopicsConfig:
     image: str = _f("/{camera}/image_raw", "Image topic per camera; '{camera}' is replaced by the camera name.")
     compressed: bool = _f(False, "Subscribe to '<image>/compressed' (sensor_msgs/CompressedImage, JPEG/PNG).")
     camera_info: str = _f("/{camera}/camera_info", "CameraInfo topic per camera.")
-    output_prefix: str = _f("/recon", "Prefix of every topic recon_ros publishes.")
+    output_prefix: str = _f(
+        "recon", "Prefix of every topic recon_ros publishes. Relative (default): the node's namespace moves the "
+        "outputs (namespace robot1 -> /robot1/recon/...); absolute ('/recon'): fixed names. Bags record it under '/'.")
     image_topics: list = _f(
         [], "Image topic per camera, in the order of 'cameras' (overrides topics.image; empty = the template). "
         "Filled by camera discovery.")
@@ -186,6 +188,8 @@ class QosConfig:
     images: str = _f("best_effort", "Reliability of image subscriptions (sensor data QoS).", RELIABILITY)
     clouds: str = _f("reliable", "Reliability of per-keyframe clouds and depth images.", RELIABILITY)
     depth_queue: int = _f(5, "History depth of published topics.")
+    image_queue: int = _f(10, "History depth of image and CameraInfo subscriptions (per camera): while callbacks lag, "
+                          "older images are replaced by DDS without reaching the node.")
 
 
 @dataclass
@@ -276,7 +280,15 @@ class ReconConfig:
         return self.frames.optical.format(camera=camera)
 
     def output_topic(self, *parts: str) -> str:
-        return "/".join([self.topics.output_prefix.rstrip("/"), *parts])
+        """Output topic resolved in the root namespace ('/recon/cloud'), as the bag tool records it.
+
+        The node publishes relative prefixes relative to its namespace (``relative_output_topic``).
+        """
+        return "/".join(["", self.topics.output_prefix.strip("/"), *parts])
+
+    def relative_output_topic(self, topic: str) -> str:
+        """The name the node creates for ``topic`` (an ``output_topic``): relative when the prefix is."""
+        return topic if self.topics.output_prefix.startswith("/") else topic.lstrip("/")
 
     def validate(self) -> None:
         """Raise ConfigError for values outside their choices or ranges."""

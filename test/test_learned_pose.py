@@ -185,6 +185,7 @@ def test_build_sizes_the_cache_to_the_window() -> None:
     folder = require_fixture("mvdust3r", "MVDp")
     cfg = from_dict(
         {
+            "cameras": ["front", "left", "right", "back"],  # known by build time (named or discovered)
             "pose": {"source": "mvdust3r+", "checkpoint": str(folder / "weights.pt"), "window_keyframes": 3},
             "runtime": {"device": "cpu"},
         }

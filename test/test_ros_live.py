@@ -1,7 +1,8 @@
-"""The node's callback work without rclpy: parameters from the schema, TF adapter, LiveRecon on a bag.
+"""The node's callback work without rclpy: parameters from the schema, LiveRecon on a bag.
 
 ``LiveRecon`` is what ``recon_node`` calls from its callbacks; here it gets rosbags messages from a
-small synthetic bag instead of rclpy messages (same fields), and a TfBuffer instead of tf2_ros.
+small synthetic bag instead of rclpy messages (same fields), and
+/tf, /tf_static through the node's TF path (``add_tf_message`` into a TfBuffer).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import pytest
 
 from recon_ros.config import ReconConfig, flatten, from_dict, iter_fields
 from recon_ros.io.bag import BagReader
-from recon_ros.io.messages import MessageKit, pointcloud2_to_numpy, stamp_to_ns, transform_to_matrix
+from recon_ros.io.messages import MessageKit, pointcloud2_to_numpy, stamp_to_ns
 from recon_ros.io.outputs import output_topics
-from recon_ros.nodes.live import LiveRecon, Tf2Lookup, parameter_specs, parameter_values_to_dict
-from recon_ros.pipeline.tf_buffer import TfBuffer, TransformUnavailable
+from recon_ros.nodes.live import LiveRecon, parameter_specs, parameter_values_to_dict
+from recon_ros.pipeline.tf_buffer import TfBuffer, add_tf_message
 from recon_ros.synthetic import SyntheticConfig, SyntheticSequence
 from recon_ros.synthetic.bag import write_sequence_bag
 
@@ -58,42 +59,6 @@ def test_parameter_values_round_trip_to_the_config() -> None:
     assert cfg.cameras == ["a", "b"]
 
 
-# ---- TF adapter -----------------------------------------------------------------------------------
-class FakeTransformException(Exception):
-    pass
-
-
-class FakeExtrapolation(FakeTransformException):
-    pass
-
-
-class FakeBuffer:
-    def __init__(self, error: Exception | None = None):
-        self.error = error
-        self.calls: list[tuple[str, str, Any]] = []
-
-    def lookup_transform(self, target: str, source: str, time: Any) -> Any:
-        self.calls.append((target, source, time))
-        if self.error:
-            raise self.error
-        from types import SimpleNamespace as NS
-
-        return NS(transform=NS(translation=NS(x=1.0, y=2.0, z=3.0), rotation=NS(x=0.0, y=0.0, z=0.0, w=1.0)))
-
-
-def test_tf2_lookup_converts_transforms_and_errors() -> None:
-    buf = FakeBuffer()
-    tf = Tf2Lookup(buf, lambda ns: ("time", ns), FakeExtrapolation, FakeTransformException)
-    T = tf.lookup("base_link", "cam_optical_frame", 1_500_000_000)
-    np.testing.assert_allclose(T[:3, 3], [1, 2, 3])
-    assert buf.calls == [("base_link", "cam_optical_frame", ("time", 1_500_000_000))]
-    cases = [(FakeExtrapolation("future"), "tf_extrapolation"), (FakeTransformException("no"), "tf_missing")]
-    for error, reason in cases:
-        with pytest.raises(TransformUnavailable) as info:
-            Tf2Lookup(FakeBuffer(error), int, FakeExtrapolation, FakeTransformException).lookup("a", "b", 7)
-        assert info.value.reason == reason
-
-
 # ---- LiveRecon on a small synthetic bag -------------------------------------------------------------
 def replay(bag: Path, live: LiveRecon, tf: TfBuffer, kit: MessageKit, wait: bool = True) -> int:
     """Feed a bag to LiveRecon as the node's callbacks would; returns image messages fed."""
@@ -102,9 +67,7 @@ def replay(bag: Path, live: LiveRecon, tf: TfBuffer, kit: MessageKit, wait: bool
         for m in reader.messages():
             msg = reader.deserialize(m)
             if m.topic in ("/tf", "/tf_static"):
-                for t in msg.transforms:
-                    tf.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_ns(t.header.stamp),
-                                     transform_to_matrix(t.transform), static=m.topic == "/tf_static")
+                assert not add_tf_message(tf, msg, static=m.topic == "/tf_static")  # the node's TF path
                 continue
             cam = m.topic.split("/")[1]
             if m.topic.endswith("camera_info"):

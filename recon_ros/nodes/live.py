@@ -140,6 +140,10 @@ class LiveRecon:
         self.nav_latency.on_decoded(camera, stamp, time.perf_counter() - t0)
         return self._submit(framesets)
 
+    def on_tf(self) -> int:
+        """New transforms arrived: queue the frame sets that waited for them; returns how many."""
+        return self._submit(self.frontend.on_tf_update())
+
     def _submit(self, framesets: list[FrameSet]) -> int:
         for fs in framesets:
             self.nav_latency.on_frameset_ready(fs.stamp_ns, fs.images)
@@ -264,31 +268,3 @@ class LiveRecon:
                                               values, stamp)),
         ]
 
-
-class Tf2Lookup:
-    """:class:`TransformLookup` over a ``tf2_ros.Buffer``; tf2 errors become drop-accounting reasons.
-
-    rclpy/tf2 pieces are passed in so this stays testable without ROS: ``to_time`` turns
-    nanoseconds into an ``rclpy.time.Time``; the exception classes are tf2_ros's. The lookup never
-    blocks (timeout 0): the FrontEnd retries frame sets whose transform is not there *yet*.
-    """
-
-    def __init__(self, buffer: Any, to_time: Callable[[int], Any], extrapolation_exc: type[Exception],
-                 transform_exc: type[Exception]):
-        self.buffer = buffer
-        self.to_time = to_time
-        self.extrapolation_exc = extrapolation_exc
-        self.transform_exc = transform_exc
-
-    def lookup(self, target: str, source: str, stamp_ns: int) -> Any:
-        from recon_ros.io.messages import transform_to_matrix
-        from recon_ros.pipeline.tf_buffer import TransformUnavailable
-
-        what = f"{target} <- {source} at {stamp_ns * 1e-9:.3f} s"
-        try:
-            t = self.buffer.lookup_transform(target, source, self.to_time(stamp_ns))
-        except self.extrapolation_exc as exc:  # subclass of TransformException: test it first
-            raise TransformUnavailable("tf_extrapolation", f"{what}: {exc}") from None
-        except self.transform_exc as exc:
-            raise TransformUnavailable("tf_missing", f"{what}: {exc}") from None
-        return transform_to_matrix(t.transform)

@@ -2,7 +2,7 @@
 """recon_node: the live front end of recon_ros, a ROS 2 lifecycle node. Thin glue only.
 
   unconfigured --configure--> inactive: parameters -> ReconConfig, engine + worker built (models
-                              loaded), publishers, services, TF listener/broadcaster, status timer
+                              loaded), publishers, services, /tf + /tf_static subscriptions, status timer
   inactive --activate--> active:        camera subscriptions created; frames flow
   active --deactivate--> inactive:      subscriptions removed, pending work drained and published
   inactive --cleanup--> unconfigured:   everything above released (change parameters, configure again)
@@ -11,16 +11,23 @@ All work between "message in" and "messages out" lives in ``recon_ros.nodes.live
 (ROS-free, shared with the benchmark); outputs are the bag tool's (``recon_ros.io.outputs``).
 Importing this module never needs rclpy; building the node or calling ``main()`` without it raises
 an ImportError that says to source ROS 2.
+
+TF without tf2_ros (not available from PyPI's ROS wheels, and not needed): the node subscribes to
+/tf and /tf_static (tf2_ros's QoS: reliable; /tf_static transient local) into the same
+``TfBuffer`` the bag tool uses, and publishes its own transform as tf2_msgs/TFMessage on /tf.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from recon_ros.config import ConfigError, ReconConfig, from_dict
 from recon_ros.io.cameras import NoCameras, camera_topics, wait_for_cameras
 from recon_ros.io.outputs import output_topics
-from recon_ros.nodes.live import LiveRecon, Tf2Lookup, parameter_specs, parameter_values_to_dict
+from recon_ros.nodes.live import LiveRecon, parameter_specs, parameter_values_to_dict
+from recon_ros.nodes.ros_logging import route_python_logging
+from recon_ros.pipeline.tf_buffer import TfBuffer, add_tf_message
 
 RCLPY_HINT = (
     "rclpy is required to run the recon_ros node, but it cannot be imported ({error}). Source ROS 2 "
@@ -30,14 +37,14 @@ RCLPY_HINT = (
 
 try:
     import rclpy
-    import tf2_ros
     from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.lifecycle import Node as LifecycleNode
     from rclpy.lifecycle import State, TransitionCallbackReturn
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rclpy.time import Time
+    from tf2_msgs.msg import TFMessage
 
     from recon_ros.io.messages import MessageKit
 
@@ -70,17 +77,21 @@ class ReconNode(LifecycleNode):
         for spec in self._specs:
             desc = ParameterDescriptor(description=spec.description, dynamic_typing=spec.kind == "dynamic_array")
             self.declare_parameter(spec.name, None if desc.dynamic_typing else spec.default, desc)
-        # Images, camera info and services share one exclusive group: the FrontEnd is single-threaded.
+        # Images, camera info, /tf and services share one exclusive group: the FrontEnd is single-threaded.
+        # /tf is subscribed first, so each executor cycle takes transforms before images; a frame set
+        # that waits for TF is completed as soon as its transform arrives (LiveRecon.on_tf).
+        # (Not named _timers/_services: those are rclpy.Node's own lists.)
         self._inputs = MutuallyExclusiveCallbackGroup()
-        self._timers = MutuallyExclusiveCallbackGroup()
+        self._status_group = MutuallyExclusiveCallbackGroup()
         self._live: LiveRecon | None = None
         self._active = False
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
-        self._services: list[Any] = []
-        self._timer: Any = None
-        self._tf_listener: Any = None
-        self._tf_broadcaster: Any = None
+        self._service_handles: list[Any] = []
+        self._tf_subs: list[Any] = []
+        self._tf_buffer: TfBuffer | None = None
+        self._status_timer: Any = None
+        self._log_handler = route_python_logging(self.get_logger(), level=int(self.get_logger().get_effective_level()))
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -98,10 +109,10 @@ class ReconNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             self._release()
             return TransitionCallbackReturn.FAILURE
-        self._timer = self.create_timer(1.0, self._on_status_timer, callback_group=self._timers)
+        self._status_timer = self.create_timer(1.0, self._on_status_timer, callback_group=self._status_group)
         self.get_logger().info(
             f"configured: {len(cfg.cameras)} cameras {cfg.cameras}, pose={cfg.pose.source}, depth={cfg.depth.source}, "
-            f"backend={cfg.runtime.backend}, outputs under {cfg.output_topic('')}")
+            f"backend={cfg.runtime.backend}, outputs under {cfg.relative_output_topic(cfg.output_topic(''))}")
         return super().on_configure(state)
 
     def _create_entities(self, cfg: ReconConfig) -> None:
@@ -114,20 +125,26 @@ class ReconNode(LifecycleNode):
         latched = _qos("reliable", 1, latched=True)  # the map and path: late joiners (RViz) get the latest
         for topic, type_name in output_topics(cfg).items():
             qos = latched if topic in (cfg.output_topic("map"), cfg.output_topic("path")) else out_qos
-            self._pubs[topic] = self.create_lifecycle_publisher(kit.cls(type_name), topic, qos)
+            # relative prefix (default): the node's namespace moves the outputs
+            self._pubs[topic] = self.create_lifecycle_publisher(kit.cls(type_name), cfg.relative_output_topic(topic),
+                                                                qos)
         self._pubs["~/status"] = self.create_lifecycle_publisher(kit.cls("recon_ros/msg/ReconStatus"), "~/status", 10)
         self._pubs["/diagnostics"] = self.create_lifecycle_publisher(
             kit.cls("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics", 10)
-        # Exactly one publisher per transform (REP-105): recon_ros broadcasts only what tf_mode names.
+        # Exactly one publisher per transform (REP-105): recon_ros publishes only what tf_mode names,
+        # with tf2_ros's broadcaster QoS (reliable, volatile, depth 100).
         if cfg.frames.tf_mode != "none":
-            self._tf_broadcaster = tf2_ros.TransformBroadcaster(self)
-        self._tf_buffer = tf2_ros.Buffer()
-        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
-        tf = Tf2Lookup(self._tf_buffer, lambda ns: Time(nanoseconds=ns),
-                       tf2_ros.ExtrapolationException, tf2_ros.TransformException)
-        self._live = LiveRecon(cfg, kit, tf, self._publish, warn=self.get_logger().warning,
+            self._pubs["/tf"] = self.create_lifecycle_publisher(TFMessage, "/tf", _qos("reliable", 100))
+        self._tf_buffer = tf_buffer = TfBuffer()
+        self._tf_subs = [
+            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), _qos("reliable", 100),
+                                     callback_group=self._inputs),
+            self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
+                                     _qos("reliable", 100, latched=True), callback_group=self._inputs),
+        ]
+        self._live = LiveRecon(cfg, kit, tf_buffer, self._publish, warn=self.get_logger().warning,
                                clock_ns=lambda: self.get_clock().now().nanoseconds)
-        self._services = [
+        self._service_handles = [
             self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._inputs),
             self.create_service(SaveMap, "~/save_map", self._on_save_map, callback_group=self._inputs),
         ]
@@ -136,16 +153,19 @@ class ReconNode(LifecycleNode):
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         cfg, live = self.cfg, self._live
-        qos = _qos(cfg.qos.images, 5)  # sensor-data QoS by default (best effort, keep last 5)
+        qos = _qos(cfg.qos.images, cfg.qos.image_queue)  # sensor-data QoS by default (best effort)
         for src in camera_topics(cfg):  # raw or compressed per camera
             cam = src.name
             self._subs.append(self.create_subscription(
                 CompressedImage if src.compressed else Image, src.image_topic,
                 lambda msg, c=cam: live.on_image(c, msg), qos, callback_group=self._inputs))
+            # CameraInfo: sensor-data QoS whatever qos.images says (drivers publish it so; with a
+            # reliable reader here, one camera's CameraInfo never arrived in the 4-camera DDS test).
             self._subs.append(self.create_subscription(
-                CameraInfo, cfg.camera_info_topic(cam), lambda msg, c=cam: live.on_camera_info(c, msg), qos,
-                callback_group=self._inputs))
+                CameraInfo, cfg.camera_info_topic(cam), lambda msg, c=cam: live.on_camera_info(c, msg),
+                _qos("best_effort", cfg.qos.image_queue), callback_group=self._inputs))
         self._active = True
+        self.get_logger().info(f"active: subscribed to {', '.join(cfg.image_topic(c) for c in cfg.cameras)}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -173,11 +193,17 @@ class ReconNode(LifecycleNode):
     # ---- glue -----------------------------------------------------------------------------------
     def _publish(self, topic: str, msg: Any) -> None:
         """Called by LiveRecon (worker thread for keyframes); rclpy publishers are thread-safe."""
-        if topic == "/tf":
-            if self._tf_broadcaster is not None:
-                self._tf_broadcaster.sendTransform(list(msg.transforms))
-        else:
-            self._pubs[topic].publish(msg)
+        pub = self._pubs.get(topic)
+        if pub is not None:  # /tf with tf_mode none, or released during cleanup: nothing to send
+            pub.publish(msg)
+
+    def _on_tf(self, msg: Any, static: bool) -> None:
+        if self._tf_buffer is None:
+            return
+        for problem in add_tf_message(self._tf_buffer, msg, static):
+            self.get_logger().warning(f"{'/tf_static' if static else '/tf'}: {problem}", throttle_duration_sec=5.0)
+        if self._active and self._live is not None:
+            self._live.on_tf()
 
     def _on_status_timer(self) -> None:
         if self._active and self._live is not None:
@@ -215,31 +241,37 @@ class ReconNode(LifecycleNode):
         if self._live is not None:
             self._live.close()
             self._live = None
-        for srv in self._services:
+        for srv in self._service_handles:
             self.destroy_service(srv)
-        self._services = []
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
+        self._service_handles = []
+        if self._status_timer is not None:
+            self.destroy_timer(self._status_timer)
+            self._status_timer = None
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
-        if self._tf_listener is not None:
-            self._tf_listener.unregister()
-            self._tf_listener = None
-        if self._tf_broadcaster is not None:
-            self.destroy_publisher(self._tf_broadcaster.pub_tf)
-            self._tf_broadcaster = None
+        for sub in self._tf_subs:
+            self.destroy_subscription(sub)
+        self._tf_subs = []
+        self._tf_buffer = None
 
 
 def main(args: list[str] | None = None) -> None:
     require_rclpy()
     rclpy.init(args=args)
     node = ReconNode()
-    executor = MultiThreadedExecutor()  # inputs, status timer and the TF listener run concurrently
+    # One thread per callback group (inputs, /tf, status timer, lifecycle services): with the default
+    # (one per core) a 2-core robot computer left /tf waiting behind images and timers.
+    executor = MultiThreadedExecutor(num_threads=max(4, os.cpu_count() or 1))
     executor.add_node(node)
     try:
-        executor.spin()
+        while rclpy.ok():
+            try:
+                executor.spin_once()
+            except RCLError as exc:
+                # rclpy's lifecycle service raises out of spin when asked for a transition the current
+                # state lacks (e.g. a second 'activate'); a bad request must not kill the node.
+                node.get_logger().error(f"request failed: {exc}")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

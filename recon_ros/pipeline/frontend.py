@@ -193,6 +193,12 @@ class FrontEnd:
         self.waiting_for_tf.extend(completed)
         return self._attach_tf(newest_ns=self.sync.newest_ns or stamp_ns)
 
+    def on_tf_update(self) -> list[FrameSet]:
+        """Frame sets that were waiting for TF and can be completed now (call after new transforms)."""
+        if not self.waiting_for_tf:
+            return []
+        return self._attach_tf(newest_ns=self.sync.newest_ns)
+
     def flush(self) -> list[FrameSet]:
         self.waiting_for_tf.extend(self.sync.flush())
         return self._attach_tf(newest_ns=None)

@@ -1,99 +1,165 @@
-# ruff: noqa: I001  -- ruff takes `launch` for first-party because of the repo's launch/ folder
-"""launch_testing: one test per lifecycle transition of recon_node, checking what each creates or releases.
+# ruff: noqa: I001, E402  -- ruff takes `launch` for first-party because of the repo's launch/ folder
+"""launch_testing: recon.launch.py with autostart:=false, driven through its lifecycle from this process.
 
-configure -> publishers and services exist; activate -> camera subscriptions exist; deactivate ->
-they are gone; cleanup -> publishers are gone; shutdown -> finalized. Skipped without ROS.
+Launch arguments used here: autostart:=false (the node must stay unconfigured), namespace:=robot1
+(outputs move to /robot1/recon/...), cameras, backend, use_sim_time, log_level, config (the installed
+default.yaml through the default value). Transitions over DDS (`change_state`/`get_state`):
+configure -> activate -> deactivate -> cleanup -> configure with changed parameters -> activate ->
+shutdown; lifecycle publishers are silent while inactive. Run by test/test_ros_node.py in its own
+process and ROS domain.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+import unittest
+
 import pytest
 
 pytest.importorskip("launch_testing", reason="launch_testing is not installed: source ROS 2 to run launch tests")
-pytest.importorskip("rclpy", reason="rclpy is not importable: source /opt/ros/<distro>/setup.bash to run launch tests")
+pytest.importorskip("rclpy", reason="rclpy is not importable: source ROS 2 to run launch tests")
 
-import time  # noqa: E402
-import unittest  # noqa: E402
+import launch
+import launch_testing.actions
+import launch_testing.asserts
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
 
-import launch  # noqa: E402
-import launch_ros.actions  # noqa: E402
-import launch_testing.actions  # noqa: E402
-import rclpy  # noqa: E402
-from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from recon_ros.msg import ReconStatus
 
+NODE = "/robot1/recon"
 CAMERAS = ["cam0", "cam1"]
+CHANGED_CAMERAS = ["cam2"]
 
 
 @pytest.mark.launch_test
 def generate_test_description():
-    node = launch_ros.actions.LifecycleNode(
-        package="recon_ros", executable="recon_node", name="recon", namespace="",
-        parameters=[{"cameras": CAMERAS}], output="screen")
-    return launch.LaunchDescription([node, launch_testing.actions.ReadyToTest()]), {"recon": node}
+    recon = launch.actions.IncludeLaunchDescription(
+        PythonLaunchDescriptionSource([FindPackageShare("recon_ros"), "/launch/recon.launch.py"]),
+        launch_arguments={"autostart": "false", "namespace": "robot1", "cameras": ",".join(CAMERAS),
+                          "backend": "torch", "use_sim_time": "false", "log_level": "debug"}.items())
+    return launch.LaunchDescription([recon, launch_testing.actions.ReadyToTest()]), {}
 
 
 class TestLifecycle(unittest.TestCase):
-    """Tests run in name order; each transition starts from the state the previous one reached."""
+    """Tests run in name order; each one starts from the state the previous one reached."""
 
     @classmethod
     def setUpClass(cls):
         rclpy.init()
         cls.node = rclpy.create_node("recon_lifecycle_test")
-        cls.change = cls.node.create_client(ChangeState, "/recon/change_state")
-        cls.get = cls.node.create_client(GetState, "/recon/get_state")
-        assert cls.change.wait_for_service(timeout_sec=60), "recon_node's lifecycle services never appeared"
+        cls.executor = SingleThreadedExecutor()
+        cls.executor.add_node(cls.node)
+        threading.Thread(target=cls.executor.spin, daemon=True).start()
+        cls.change = cls.node.create_client(ChangeState, f"{NODE}/change_state")
+        cls.get = cls.node.create_client(GetState, f"{NODE}/get_state")
+        cls.set_params = cls.node.create_client(SetParameters, f"{NODE}/set_parameters")
+        assert cls.change.wait_for_service(timeout_sec=120), "recon_node's lifecycle services never appeared"
+        cls.received: list = []
+        cls.node.create_subscription(ReconStatus, f"{NODE}/status", cls.received.append, 10)
+        cls.node.create_subscription(DiagnosticArray, "/diagnostics", cls.received.append, 10)
 
     @classmethod
     def tearDownClass(cls):
+        cls.executor.shutdown()
         cls.node.destroy_node()
         rclpy.shutdown()
 
     def call(self, client, request, timeout: float = 120.0):
         future = client.call_async(request)
-        rclpy.spin_until_future_complete(self.node, future, timeout_sec=timeout)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.assertTrue(future.done(), "service call timed out")
         return future.result()
+
+    def state(self) -> int:
+        return self.call(self.get, GetState.Request()).current_state.id
 
     def transition(self, transition_id: int, expected_state: int) -> None:
         req = ChangeState.Request()
         req.transition.id = transition_id
         self.assertTrue(self.call(self.change, req).success)
-        self.assertEqual(self.call(self.get, GetState.Request()).current_state.id, expected_state)
+        self.assertEqual(self.state(), expected_state)
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+    def wait_for(self, predicate, timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
                 return True
-            rclpy.spin_once(self.node, timeout_sec=0.1)
+            time.sleep(0.1)
         return False
 
     def services(self) -> set[str]:
         return {name for name, _ in self.node.get_service_names_and_types()}
 
-    def test_1_configure(self):
-        self.assertEqual(self.call(self.get, GetState.Request()).current_state.id, State.PRIMARY_STATE_UNCONFIGURED)
-        self.transition(Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE)
-        self.assertTrue(self.wait_for(lambda: self.node.count_publishers("/recon/map") == 1))
-        self.assertTrue(self.wait_for(lambda: {"/recon/reset", "/recon/save_map"} <= self.services()))
-        self.assertEqual(self.node.count_subscribers("/cam0/image_raw"), 0)  # inputs only when active
+    def assert_silent(self, seconds: float = 2.5) -> None:
+        """The status timer runs at 1 Hz; inactive lifecycle publishers must send nothing."""
+        self.received.clear()
+        time.sleep(seconds)
+        self.assertEqual(self.received, [], "publishers sent while inactive")
 
-    def test_2_activate(self):
+    def test_1_autostart_false_leaves_the_node_unconfigured(self):
+        time.sleep(2.0)  # autostart would have configured by now
+        self.assertEqual(self.state(), State.PRIMARY_STATE_UNCONFIGURED)
+        self.assertEqual(self.node.count_publishers(f"{NODE}/map"), 0)
+
+    def test_2_configure_creates_outputs_in_the_namespace(self):
+        self.transition(Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE)
+        self.assertTrue(self.wait_for(lambda: self.node.count_publishers(f"{NODE}/map") == 1))
+        self.assertTrue(self.wait_for(lambda: self.node.count_publishers(f"{NODE}/depth/cam0/image") == 1))
+        self.assertEqual(self.node.count_publishers("/recon/map"), 0)  # relative prefix: namespaced
+        self.assertTrue(self.wait_for(lambda: {f"{NODE}/reset", f"{NODE}/save_map"} <= self.services()))
+        self.assertEqual(self.node.count_subscribers("/cam0/image_raw"), 0)  # inputs only when active
+        self.assertTrue(self.wait_for(lambda: self.node.count_subscribers("/tf_static") >= 1))
+        self.assert_silent()
+
+    def test_3_activate_subscribes_and_publishes_status(self):
         self.transition(Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)
         for cam in CAMERAS:
             self.assertTrue(self.wait_for(lambda c=cam: self.node.count_subscribers(f"/{c}/image_raw") == 1))
             self.assertTrue(self.wait_for(lambda c=cam: self.node.count_subscribers(f"/{c}/camera_info") == 1))
+        self.received.clear()
+        self.assertTrue(self.wait_for(lambda: any(isinstance(m, ReconStatus) for m in self.received), 10))
+        self.assertTrue(any(isinstance(m, DiagnosticArray) for m in self.received))
 
-    def test_3_deactivate(self):
+    def test_4_deactivate_unsubscribes_and_silences(self):
         self.transition(Transition.TRANSITION_DEACTIVATE, State.PRIMARY_STATE_INACTIVE)
         self.assertTrue(self.wait_for(lambda: self.node.count_subscribers("/cam0/image_raw") == 0))
-        self.assertEqual(self.node.count_publishers("/recon/map"), 1)
+        self.assertEqual(self.node.count_publishers(f"{NODE}/map"), 1)
+        self.assert_silent()
 
-    def test_4_cleanup(self):
+    def test_5_cleanup_releases_outputs(self):
         self.transition(Transition.TRANSITION_CLEANUP, State.PRIMARY_STATE_UNCONFIGURED)
-        self.assertTrue(self.wait_for(lambda: self.node.count_publishers("/recon/map") == 0))
-        self.assertTrue(self.wait_for(lambda: "/recon/save_map" not in self.services()))
+        self.assertTrue(self.wait_for(lambda: self.node.count_publishers(f"{NODE}/map") == 0))
+        self.assertTrue(self.wait_for(lambda: f"{NODE}/save_map" not in self.services()))
 
-    def test_5_shutdown(self):
-        self.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN, State.PRIMARY_STATE_FINALIZED)
+    def test_6_configure_with_changed_parameters(self):
+        req = SetParameters.Request()
+        req.parameters = [Parameter(name="cameras", value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=CHANGED_CAMERAS))]
+        self.assertTrue(all(r.successful for r in self.call(self.set_params, req).results))
+        self.transition(Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE)
+        self.assertTrue(self.wait_for(lambda: self.node.count_publishers(f"{NODE}/depth/cam2/image") == 1))
+        self.assertEqual(self.node.count_publishers(f"{NODE}/depth/cam0/image"), 0)
+        self.transition(Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)
+        self.assertTrue(self.wait_for(lambda: self.node.count_subscribers("/cam2/image_raw") == 1))
+        self.assertEqual(self.node.count_subscribers("/cam0/image_raw"), 0)
+
+    def test_7_shutdown_finalizes(self):
+        self.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN, State.PRIMARY_STATE_FINALIZED)
+        self.assertTrue(self.wait_for(lambda: self.node.count_subscribers("/cam2/image_raw") == 0))
+
+
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    def test_node_exits_cleanly(self, proc_info):
+        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15])
