@@ -12,6 +12,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from test_planesweep_fusion import texture
 
 from recon_ros.bag_tool import run_bag
 from recon_ros.config import DepthConfig, from_dict
@@ -27,16 +28,7 @@ K = np.array([[120.0, 0, (W - 1) / 2], [0, 120.0, (H - 1) / 2], [0, 0, 1]])
 PLANE_Z = 2.5
 
 
-def _texture(size: int = 512, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    tex = np.zeros((size, size, 3), np.float32)
-    for scale in (4, 8, 16, 32):
-        noise = rng.random((size // scale, size // scale, 3)).astype(np.float32)
-        tex += cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC) / 4
-    return (np.clip(tex, 0, 1) * 255).astype(np.uint8)
-
-
-TEX = _texture()
+TEX = texture()  # the plane-sweep tests' texture (same seed, same pixels)
 
 
 def _plane_image(cam_x: float) -> np.ndarray:
