@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "RECON_ROS_TEST_RUN"
 IN_ROS_PROCESS = "RECON_ROS_IN_ROS_TEST"  # set in the child: test/launch/ files are collected only there
+FASTDDS_PROFILE = ROOT / "config" / "fastdds_udp_buffers.xml"  # UDPv4 only, 4 MB socket buffers
 
 
 def ros_environment() -> tuple[dict[str, str] | None, str]:
@@ -119,8 +120,9 @@ def run_ros(cmd: list[str], env: dict[str, str], timeout: float, cwd: Path | Non
                      "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1",
                      # Fast DDS shared-memory ports are machine-wide, not per domain: beside other
                      # ROS runs on one machine (CI jobs, several checkouts) their locks collide and
-                     # samples were lost; loopback UDP keeps test runs independent.
-                     "FASTDDS_BUILTIN_TRANSPORTS": env.get("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4"),
+                     # samples were lost; loopback UDP keeps test runs independent, with socket
+                     # buffers large enough for camera images (see the profile's comment).
+                     "FASTRTPS_DEFAULT_PROFILES_FILE": env.get("FASTRTPS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE)),
                      "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=cwd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

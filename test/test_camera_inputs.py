@@ -356,3 +356,39 @@ def test_frame_comes_from_the_header_and_a_disagreement_is_logged_once(caplog) -
     assert caplog.text.count("optical frame 'cam_a_link' from header.frame_id (frames.optical would give "
                              "'a_optical_frame')") == 1
     assert "'b_optical_frame'" not in caplog.text
+
+
+def test_images_before_the_first_camera_info_wait_for_it(caplog) -> None:
+    """Image and CameraInfo are separate topics: over DDS a camera's first image can arrive before its
+    first CameraInfo. Such images wait (sync.timeout_s behind the newest image) and are used once it comes."""
+    cfg = from_dict({"cameras": ["a", "b"], "sync.timeout_s": 0.5})
+    tf = TfBuffer()
+    for cam in ("a", "b"):
+        tf.set_transform("base_link", f"{cam}_optical_frame", STAMP, np.eye(4), static=True)
+    for i in range(8):
+        tf.set_transform("odom", "base_link", STAMP + i * 10**8, np.eye(4))
+    fe = FrontEnd(cfg, tf)
+    fe.on_camera_info("a", make_camera_info(KIT, K, 160, 120, STAMP, "a_optical_frame"))
+    step = 10**8  # 10 Hz
+    image = lambda cam, i: make_encoded_image(KIT, textured(), "rgb8", STAMP + i * step,  # noqa: E731
+                                              f"{cam}_optical_frame")
+    sets = fe.on_image_message("b", image("b", 0)) + fe.on_image_message("a", image("a", 0))
+    assert sets == [] and len(fe.awaiting_info["b"]) == 1  # b's image waits for b's CameraInfo
+    fe.on_camera_info("b", make_camera_info(KIT, K, 160, 120, STAMP, "b_optical_frame"))
+    sets += fe.on_image_message("a", image("a", 1)) + fe.on_image_message("b", image("b", 1))
+    assert [fs.stamp_ns for fs in sets] == [STAMP, STAMP + step]  # the held image completed frame set 0
+    assert fe.drops.as_dict() == {} and not fe.awaiting_info
+
+    # a camera whose CameraInfo never comes: its images are dropped once 0.5 s behind the newest image
+    fe = FrontEnd(cfg, tf)
+    fe.on_camera_info("a", make_camera_info(KIT, K, 160, 120, STAMP, "a_optical_frame"))
+    with caplog.at_level(logging.WARNING, logger="recon_ros"):
+        for i in range(7):
+            fe.on_image_message("b", image("b", i))
+            fe.on_image_message("a", image("a", i))
+        held = len(fe.awaiting_info["b"])
+        fe.flush()
+    assert held == 6  # frames 1-6 within 0.5 s of frame 6; frame 0 dropped at frame 6
+    assert fe.drops.as_dict() == {"missing_camera_info": 7, "incomplete_set": 7}
+    assert f"/b/image_raw @ {STAMP / 1e9:.3f} s dropped (missing_camera_info): no CameraInfo received yet " \
+           "on /b/camera_info" in caplog.text

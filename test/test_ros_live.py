@@ -184,3 +184,40 @@ def test_live_reset_and_save_map(live_run: dict[str, Any], tmp_path: Path) -> No
     assert path.read_bytes().startswith(b"ply")
     live.reset()
     assert len(live.engine.map) == 0 and len(live.engine.path) == 0
+
+
+def test_stopped_input_settles_half_assembled_frame_sets(live_run: dict[str, Any], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rig with a dead camera (sync.min_cameras 1) whose recording ends: the last frame set waits for
+    newer images that never come; after sync.timeout_s of wall-clock silence the node settles it."""
+    seq: SyntheticSequence = live_run["seq"]
+    cam = seq.camera_names[0]
+    cfg = from_dict({"cameras": [cam, "ghost"], "sync.min_cameras": 1, "sync.timeout_s": 0.5,
+                     "depth.num_planes": 24})
+    kit = MessageKit.for_rosbags()
+    tf = TfBuffer()
+    bag = tmp_path / "bag"
+    write_sequence_bag(SyntheticSequence(SyntheticConfig(n_cameras=2, n_frames=2, width=128, height=96)), bag,
+                       progress=False)
+    live = LiveRecon(cfg, kit, tf, lambda t, m: None, engine=live_run["live"].engine)
+    now = [1000.0]
+    monkeypatch.setattr("recon_ros.nodes.live.time.monotonic", lambda: now[0])
+    try:
+        with BagReader(bag, kit) as reader:
+            for m in reader.messages():
+                msg = reader.deserialize(m)
+                if m.topic in ("/tf", "/tf_static"):
+                    add_tf_message(tf, msg, static=m.topic == "/tf_static")
+                elif m.topic == f"/{cam}/camera_info":
+                    live.on_camera_info(cam, msg)
+                elif m.topic == f"/{cam}/image_raw":
+                    live.on_image(cam, msg)
+        assert live.frontend.frame_sets == 0  # both sets wait for 'ghost' (0.1 s apart < timeout)
+        now[0] += 0.4
+        assert live.on_idle_check() == 0  # not idle long enough
+        now[0] += 0.2
+        assert live.on_idle_check() == 2  # 0.6 s without images: both settled with 1 camera
+        assert live.on_idle_check() == 0  # nothing left
+        assert "incomplete_set" not in live.drops.as_dict()
+    finally:
+        live.close()

@@ -119,6 +119,7 @@ class LiveRecon:
         self.worker = InferenceWorker(self._process, cfg.runtime.queue_size, self.drops,
                                       on_result=self._on_keyframe, clock_ns=clock_ns)
         self.latest_stamp_ns = 0  # newest image stamp seen: stamps status/diagnostics (never now())
+        self._last_image_monotonic: float | None = None  # wall-clock arrival of the latest image
         self._last_drops: dict[str, int] = {}
         self._last_failed = 0
 
@@ -135,6 +136,7 @@ class LiveRecon:
         """Decode, synchronise, attach TF, queue complete frame sets; returns how many were queued."""
         stamp = stamp_to_ns(msg.header.stamp)
         self.latest_stamp_ns = max(self.latest_stamp_ns, stamp)
+        self._last_image_monotonic = time.monotonic()
         t0 = time.perf_counter()
         framesets = self.frontend.on_image_message(camera, msg)  # decode + validate (+ sync bookkeeping)
         self.nav_latency.on_decoded(camera, stamp, time.perf_counter() - t0)
@@ -143,6 +145,23 @@ class LiveRecon:
     def on_tf(self) -> int:
         """New transforms arrived: queue the frame sets that waited for them; returns how many."""
         return self._submit(self.frontend.on_tf_update())
+
+    def on_input_tick(self) -> int:
+        """Periodic call from the input callback group: TF that arrived since the last image completes
+        waiting frame sets, and stopped input settles pending ones. Returns how many were queued."""
+        return self.on_tf() + self.on_idle_check()
+
+    def on_idle_check(self) -> int:
+        """Call periodically from the input callback group. When no image has arrived for
+        ``sync.timeout_s`` of wall-clock time (recording ended, cameras stopped) the frame sets still
+        being assembled are settled now — sent on with ``sync.min_cameras`` images, else counted as
+        incomplete — instead of waiting for an image that may never come. Returns how many were queued."""
+        fe = self.frontend
+        idle = self._last_image_monotonic is not None and (
+            time.monotonic() - self._last_image_monotonic > self.cfg.sync.timeout_s)
+        if not idle or not (fe.sync.pending or fe.awaiting_info or fe.waiting_for_tf):
+            return 0
+        return self._submit(fe.flush())
 
     def _submit(self, framesets: list[FrameSet]) -> int:
         for fs in framesets:

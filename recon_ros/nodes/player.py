@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-delay", type=float, default=0.0, help="seconds to wait before the first message")
     p.add_argument("--wait-for-subscribers", nargs="+", default=None, metavar="TOPIC",
                    help="start once each of these topics has at least one subscriber")
+    p.add_argument("--ack-timeout", type=float, default=10.0,
+                   help="at the end, wait up to this long for reliable subscribers to acknowledge every message")
     p.add_argument("--wait-timeout", type=float, default=600.0,
                    help="give up waiting for subscribers after this many seconds (exit code 2)")
 
@@ -110,13 +112,30 @@ def play(args: argparse.Namespace) -> int:
                     clock_pub.publish(_clock(m.log_time_ns))
                 pubs[m.topic].publish(bytes(m.raw))  # CDR as recorded: rclpy publishes serialized bytes
                 published += 1
-        # Let reliable transports deliver the tail before the participant goes away.
-        time.sleep(0.5)
+        # Reliable subscribers get the tail (repairs of samples their socket dropped) before the
+        # participant goes away: a fixed short sleep here lost the last frames over UDP.
+        unacked = _wait_for_acks(pubs, args.ack_timeout)
+        if unacked:
+            node.get_logger().warning(f"not acknowledged by every reliable subscriber within {args.ack_timeout:.0f} s: "
+                                      f"{', '.join(unacked)}")
         node.get_logger().info(f"played {published} messages")
         return published
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _wait_for_acks(pubs: dict[str, Any], timeout_s: float) -> list[str]:
+    """Wait (shared deadline) until reliable subscribers acknowledged everything; returns the topics that did not."""
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + timeout_s
+    late = []
+    for topic, pub in pubs.items():
+        left = max(deadline - time.monotonic(), 0.0)
+        if not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+            late.append(topic)
+    return late
 
 
 def _clock(stamp_ns: int) -> Any:

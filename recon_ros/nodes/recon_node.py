@@ -77,11 +77,14 @@ class ReconNode(LifecycleNode):
         for spec in self._specs:
             desc = ParameterDescriptor(description=spec.description, dynamic_typing=spec.kind == "dynamic_array")
             self.declare_parameter(spec.name, None if desc.dynamic_typing else spec.default, desc)
-        # Images, camera info, /tf and services share one exclusive group: the FrontEnd is single-threaded.
-        # /tf is subscribed first, so each executor cycle takes transforms before images; a frame set
-        # that waits for TF is completed as soon as its transform arrives (LiveRecon.on_tf).
+        # Images, camera info, services and the input tick share one exclusive group: the FrontEnd is
+        # single-threaded. /tf and /tf_static have their own group and only fill the (locked) TfBuffer:
+        # in one group with the images, the executor served 4 busy image topics first and transforms
+        # fell 0.5 s behind (frame sets dropped as tf_extrapolation over DDS). Frame sets that wait for
+        # TF are retried on every image and on the input tick (LiveRecon.on_tf).
         # (Not named _timers/_services: those are rclpy.Node's own lists.)
         self._inputs = MutuallyExclusiveCallbackGroup()
+        self._tf_group = MutuallyExclusiveCallbackGroup()
         self._status_group = MutuallyExclusiveCallbackGroup()
         self._live: LiveRecon | None = None
         self._active = False
@@ -91,6 +94,7 @@ class ReconNode(LifecycleNode):
         self._tf_subs: list[Any] = []
         self._tf_buffer: TfBuffer | None = None
         self._status_timer: Any = None
+        self._idle_timer: Any = None
         self._log_handler = route_python_logging(self.get_logger(), level=int(self.get_logger().get_effective_level()))
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -138,9 +142,9 @@ class ReconNode(LifecycleNode):
         self._tf_buffer = tf_buffer = TfBuffer()
         self._tf_subs = [
             self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), _qos("reliable", 100),
-                                     callback_group=self._inputs),
+                                     callback_group=self._tf_group),
             self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                     _qos("reliable", 100, latched=True), callback_group=self._inputs),
+                                     _qos("reliable", 100, latched=True), callback_group=self._tf_group),
         ]
         self._live = LiveRecon(cfg, kit, tf_buffer, self._publish, warn=self.get_logger().warning,
                                clock_ns=lambda: self.get_clock().now().nanoseconds)
@@ -164,6 +168,10 @@ class ReconNode(LifecycleNode):
             self._subs.append(self.create_subscription(
                 CameraInfo, cfg.camera_info_topic(cam), lambda msg, c=cam: live.on_camera_info(c, msg),
                 _qos("best_effort", cfg.qos.image_queue), callback_group=self._inputs))
+        # The input tick (same group as the images: FrontEnd): frame sets waiting for TF go on once it
+        # arrived, and when input stopped (end of a recording, cameras gone) half-assembled frame sets
+        # are settled after sync.timeout_s instead of waiting for an image that may never come.
+        self._idle_timer = self.create_timer(0.1, live.on_input_tick, callback_group=self._inputs)
         self._active = True
         self.get_logger().info(f"active: subscribed to {', '.join(cfg.image_topic(c) for c in cfg.cameras)}")
         return super().on_activate(state)
@@ -202,8 +210,6 @@ class ReconNode(LifecycleNode):
             return
         for problem in add_tf_message(self._tf_buffer, msg, static):
             self.get_logger().warning(f"{'/tf_static' if static else '/tf'}: {problem}", throttle_duration_sec=5.0)
-        if self._active and self._live is not None:
-            self._live.on_tf()
 
     def _on_status_timer(self) -> None:
         if self._active and self._live is not None:
@@ -234,6 +240,9 @@ class ReconNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
+        if self._idle_timer is not None:
+            self.destroy_timer(self._idle_timer)
+            self._idle_timer = None
 
     def _release(self) -> None:
         """Undo on_configure (and on_activate); safe to call in any state."""

@@ -9,7 +9,7 @@ an emitted frame set or counted in ``drops`` with a reason — nothing is lost s
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +91,13 @@ class FrontEnd:
             int(s.future_tolerance_s * NS),
         )
         self.waiting_for_tf: list[dict[str, CameraImage]] = []
+        # Images of cameras that have not sent any CameraInfo yet: image and info are separate topics
+        # with no ordering between them, so a driver's first images may arrive just before its first
+        # CameraInfo. They wait (at most sync.max_pending per camera, sync.timeout_s behind the newest
+        # image) and go through as soon as the calibration arrives; otherwise they are counted drops.
+        self.awaiting_info: dict[str, deque[tuple[int, np.ndarray, str | None]]] = {}
+        self._info_seen: set[str] = set()  # cameras with at least one CameraInfo (good or rejected)
+        self._newest_image_ns: int | None = None
         # Cameras absent from the latest frame sets (degraded rig) -> stamp of the first set without them.
         self.missing_since: dict[str, int] = {}
         self.camera_dropouts: Counter[str] = Counter()
@@ -109,6 +116,7 @@ class FrontEnd:
         rectification maps (built once per calibration) and the rectified intrinsics. A bad one is
         counted and logged; the last good one stays in use."""
         topic = self.cfg.camera_info_topic(camera)
+        self._info_seen.add(camera)
         try:
             cal = calibration_from_camera_info(msg)
         except BadMessage as exc:
@@ -164,13 +172,50 @@ class FrontEnd:
     def add_image(self, camera: str, stamp_ns: int, rgb: np.ndarray, frame_id: str | None = None
                   ) -> list[FrameSet]:
         self.images_received[camera] += 1
+        self._newest_image_ns = stamp_ns if self._newest_image_ns is None else max(self._newest_image_ns, stamp_ns)
+        completed = self._settle_awaiting_info(final=False)
+        if camera not in self.camera_info and camera not in self._info_seen:
+            held = self.awaiting_info.setdefault(camera, deque())
+            held.append((stamp_ns, rgb, frame_id))
+            if len(held) > self.cfg.sync.max_pending:
+                old_stamp, _, _ = held.popleft()
+                self._drop_missing_info(camera, old_stamp, " (more images waiting for it than sync.max_pending)")
+        else:
+            completed.extend(self._add_with_info(camera, stamp_ns, rgb, frame_id))
+        self.waiting_for_tf.extend(completed)
+        return self._attach_tf(newest_ns=self.sync.newest_ns or stamp_ns)
+
+    def _settle_awaiting_info(self, final: bool) -> list[dict[str, CameraImage]]:
+        """Held images whose camera's calibration arrived go through (oldest first); held images too
+        old to join a frame set (or all, at the end of input) are dropped as missing_camera_info."""
+        completed: list[dict[str, CameraImage]] = []
+        timeout = int(self.cfg.sync.timeout_s * NS)
+        for camera in list(self.awaiting_info):
+            held = self.awaiting_info[camera]
+            if camera in self.camera_info or camera in self._info_seen:
+                del self.awaiting_info[camera]
+                for stamp_ns, rgb, frame_id in held:
+                    completed.extend(self._add_with_info(camera, stamp_ns, rgb, frame_id))
+                continue
+            while held and (final or self._newest_image_ns - held[0][0] > timeout):
+                self._drop_missing_info(camera, held.popleft()[0], "")
+            if not held:
+                del self.awaiting_info[camera]
+        return completed
+
+    def _drop_missing_info(self, camera: str, stamp_ns: int, why: str) -> None:
+        rejected = self.camera_info_rejected.get(camera)
+        self._drop(camera, stamp_ns, "missing_camera_info",
+                   f"no CameraInfo received yet on {self.cfg.camera_info_topic(camera)}"
+                   + (f" (the latest one, {rejected})" if rejected else "") + why)
+
+    def _add_with_info(self, camera: str, stamp_ns: int, rgb: np.ndarray, frame_id: str | None
+                       ) -> list[dict[str, CameraImage]]:
+        """Validate against the camera's calibration, rectify, synchronise; returns completed sets."""
         topic = self.cfg.image_topic(camera)
         info = self.camera_info.get(camera)
-        if info is None:
-            rejected = self.camera_info_rejected.get(camera)
-            self._drop(camera, stamp_ns, "missing_camera_info",
-                       f"no CameraInfo received yet on {self.cfg.camera_info_topic(camera)}"
-                       + (f" (the latest one, {rejected})" if rejected else ""))
+        if info is None:  # its CameraInfo came but was rejected: the camera is misconfigured
+            self._drop_missing_info(camera, stamp_ns, "")
             return []
         K, w, h = info
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -190,8 +235,7 @@ class FrontEnd:
         completed = self.sync.add(image)
         for reason, detail in self._sync_drops.recent:
             self.warn(f"{topic}:{reason}", f"{topic} @ {stamp_ns / NS:.3f} s dropped ({reason}): {detail}")
-        self.waiting_for_tf.extend(completed)
-        return self._attach_tf(newest_ns=self.sync.newest_ns or stamp_ns)
+        return completed
 
     def on_tf_update(self) -> list[FrameSet]:
         """Frame sets that were waiting for TF and can be completed now (call after new transforms)."""
@@ -200,6 +244,7 @@ class FrontEnd:
         return self._attach_tf(newest_ns=self.sync.newest_ns)
 
     def flush(self) -> list[FrameSet]:
+        self.waiting_for_tf.extend(self._settle_awaiting_info(final=True))
         self.waiting_for_tf.extend(self.sync.flush())
         return self._attach_tf(newest_ns=None)
 
