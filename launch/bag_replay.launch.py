@@ -29,8 +29,12 @@ def _player(context: LaunchContext) -> list:
     bag, rate = LaunchConfiguration("bag").perform(context), LaunchConfiguration("rate").perform(context)
     if LaunchConfiguration("player").perform(context) == "ros2bag":
         return [ExecuteProcess(cmd=["ros2", "bag", "play", bag, "--clock", "--rate", rate], output="screen")]
+    # `active` means the node created its subscriptions, not that DDS matched them to a new player:
+    # the player also waits until the cameras' image topics have a matched subscriber (a short bag
+    # played right away was lost whole before discovery completed).
+    cameras = [c for c in LaunchConfiguration("cameras").perform(context).split(",") if c]
     return [Node(package="recon_ros", executable="play", name="recon_player", output="screen",
-                 arguments=[bag, "--clock", "--rate", rate])]
+                 arguments=[bag, "--clock", "--rate", rate, "--wait-for-cameras", *cameras])]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -392,3 +392,19 @@ def test_images_before_the_first_camera_info_wait_for_it(caplog) -> None:
     assert fe.drops.as_dict() == {"missing_camera_info": 7, "incomplete_set": 7}
     assert f"/b/image_raw @ {STAMP / 1e9:.3f} s dropped (missing_camera_info): no CameraInfo received yet " \
            "on /b/camera_info" in caplog.text
+
+
+def test_player_waits_for_the_image_topics_of_the_named_cameras() -> None:
+    """`recon-ros play --wait-for-cameras [NAMES]` (bag_replay.launch.py): the image topics to wait for are the
+    cameras the node would discover in the bag, restricted to the launch file's `cameras` when given."""
+    from recon_ros.nodes.player import camera_image_topics, parse_args
+
+    topics = {"/front/image_raw": "sensor_msgs/msg/Image", "/front/camera_info": "sensor_msgs/msg/CameraInfo",
+              "/rear/image_raw/compressed": "sensor_msgs/msg/CompressedImage",
+              "/rear/camera_info": "sensor_msgs/msg/CameraInfo", "/tf": "tf2_msgs/msg/TFMessage",
+              "/debug/image_raw": "sensor_msgs/msg/Image"}  # no CameraInfo beside it: not a camera
+    assert camera_image_topics(topics, []) == ["/front/image_raw", "/rear/image_raw/compressed"]
+    assert camera_image_topics(topics, ["rear,ghost"]) == ["/rear/image_raw/compressed"]
+    args = parse_args(["bag", "--clock", "--wait-for-cameras", "--ros-args", "-r", "__node:=p"])
+    assert args.wait_for_cameras == [] and args.clock
+    assert parse_args(["bag"]).wait_for_cameras is None  # no waiting unless asked

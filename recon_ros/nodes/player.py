@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-delay", type=float, default=0.0, help="seconds to wait before the first message")
     p.add_argument("--wait-for-subscribers", nargs="+", default=None, metavar="TOPIC",
                    help="start once each of these topics has at least one subscriber")
+    p.add_argument("--wait-for-cameras", nargs="*", default=None, metavar="CAMERA",
+                   help="start once the image topic of each camera found in the bag (recon-ros camera discovery) "
+                        "has a subscriber; names restrict it to those cameras (e.g. the node's 'cameras')")
     p.add_argument("--ack-timeout", type=float, default=10.0,
                    help="at the end, wait up to this long for reliable subscribers to acknowledge every message")
     p.add_argument("--wait-timeout", type=float, default=600.0,
@@ -93,8 +96,10 @@ def play(args: argparse.Namespace) -> int:
                 from rosgraph_msgs.msg import Clock
 
                 clock_pub = node.create_publisher(Clock, "/clock", 10)
-            if args.wait_for_subscribers and not _wait_for_subscribers(node, pubs, args.wait_for_subscribers,
-                                                                       args.wait_timeout):
+            wait_for = list(args.wait_for_subscribers or [])
+            if args.wait_for_cameras is not None:
+                wait_for += camera_image_topics(reader.topics, args.wait_for_cameras)
+            if wait_for and not _wait_for_subscribers(node, pubs, wait_for, args.wait_timeout):
                 return -1
             if args.start_delay > 0:
                 time.sleep(args.start_delay)
@@ -123,6 +128,14 @@ def play(args: argparse.Namespace) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def camera_image_topics(topics: dict[str, str], names: list[str]) -> list[str]:
+    """Image topics of the cameras in a bag (``names`` empty: all of them), as the node discovers them."""
+    from recon_ros.io.discovery import discover_cameras
+
+    wanted = {n for name in names for n in name.split(",") if n}
+    return [c.image_topic for c in discover_cameras(topics.items()).cameras if not wanted or c.name in wanted]
 
 
 def _wait_for_acks(pubs: dict[str, Any], timeout_s: float) -> list[str]:
@@ -164,7 +177,10 @@ def _wait_for_subscribers(node: Any, pubs: dict[str, Any], topics: list[str], ti
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    n = play(args)
+    try:
+        n = play(args)
+    except KeyboardInterrupt:  # Ctrl-C / launch's SIGINT: a normal way to stop playback
+        return 0
     return 2 if n < 0 else 0
 
 

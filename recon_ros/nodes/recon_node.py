@@ -40,6 +40,7 @@ try:
     from rcl_interfaces.msg import ParameterDescriptor
     from rclpy._rclpy_pybind11 import RCLError
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+    from rclpy.clock import Clock, ClockType
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.lifecycle import Node as LifecycleNode
     from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -113,7 +114,11 @@ class ReconNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             self._release()
             return TransitionCallbackReturn.FAILURE
-        self._status_timer = self.create_timer(1.0, self._on_status_timer, callback_group=self._status_group)
+        # Timers on the steady clock: with use_sim_time a ROS-time timer stops with /clock (a paused or
+        # finished bag), and status and the input tick must keep running then.
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._status_timer = self.create_timer(1.0, self._on_status_timer, callback_group=self._status_group,
+                                               clock=self._steady)
         self.get_logger().info(
             f"configured: {len(cfg.cameras)} cameras {cfg.cameras}, pose={cfg.pose.source}, depth={cfg.depth.source}, "
             f"backend={cfg.runtime.backend}, outputs under {cfg.relative_output_topic(cfg.output_topic(''))}")
@@ -171,7 +176,7 @@ class ReconNode(LifecycleNode):
         # The input tick (same group as the images: FrontEnd): frame sets waiting for TF go on once it
         # arrived, and when input stopped (end of a recording, cameras gone) half-assembled frame sets
         # are settled after sync.timeout_s instead of waiting for an image that may never come.
-        self._idle_timer = self.create_timer(0.1, live.on_input_tick, callback_group=self._inputs)
+        self._idle_timer = self.create_timer(0.1, live.on_input_tick, callback_group=self._inputs, clock=self._steady)
         self._active = True
         self.get_logger().info(f"active: subscribed to {', '.join(cfg.image_topic(c) for c in cfg.cameras)}")
         return super().on_activate(state)
@@ -202,8 +207,14 @@ class ReconNode(LifecycleNode):
     def _publish(self, topic: str, msg: Any) -> None:
         """Called by LiveRecon (worker thread for keyframes); rclpy publishers are thread-safe."""
         pub = self._pubs.get(topic)
-        if pub is not None:  # /tf with tf_mode none, or released during cleanup: nothing to send
+        if pub is None:  # /tf with tf_mode none, or released during cleanup: nothing to send
+            return
+        try:
             pub.publish(msg)
+        except RCLError:
+            if self.context.ok():
+                raise
+            # SIGINT shut the context down while the worker was finishing a keyframe: nowhere to send it
 
     def _on_tf(self, msg: Any, static: bool) -> None:
         if self._tf_buffer is None:

@@ -84,7 +84,9 @@ class TestReplay(unittest.TestCase):
             return [m for m in list(logs) if name_part in m.name and text in m.msg]
 
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (clouds and find("recon", "no image in the frame set")):
+        while time.monotonic() < deadline and not (clouds and find("recon", "no image in the frame set")
+                                                   and find("recon", "active: subscribed")
+                                                   and find("recon_player", "playing")):
             time.sleep(0.2)
         self.assertTrue(clouds, "no cloud on /replay/recon/cloud: playback never reached the node")
         warn = find("replay.recon", "no image in the frame set")
