@@ -304,6 +304,11 @@ class ReconConfig:
         bad = [t for t in self.topics.transports if t not in ("raw", "compressed", "auto")]
         if bad:
             raise ConfigError(f"parameter 'topics.transports': {bad}; expected 'raw', 'compressed' or 'auto'")
+        not_names = [c for c in self.cameras if not isinstance(c, str) or not c.strip("/")]
+        if not_names:
+            raise ConfigError(
+                f"parameter 'cameras' = {self.cameras}: {not_names} are not camera names; expected strings "
+                "(YAML reads unquoted y, n, yes, no, on, off, true, false as booleans: quote such names)")
         if len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"parameter 'cameras' has duplicates: {self.cameras}")
         if not 0 < self.depth.min_depth_m < self.depth.max_depth_m:

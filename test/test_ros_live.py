@@ -221,3 +221,16 @@ def test_stopped_input_settles_half_assembled_frame_sets(live_run: dict[str, Any
         assert "incomplete_set" not in live.drops.as_dict()
     finally:
         live.close()
+
+
+def test_unquoted_yaml_boolean_camera_name_is_a_named_parameter_error() -> None:
+    """`cameras: [n]` in a ROS parameter file arrives as [False] (YAML 1.1 booleans; found when a launch
+    test named its camera 'n' and configure died with a TypeError deep in the output topics)."""
+    import yaml
+
+    from recon_ros.config import ConfigError
+
+    params = yaml.safe_load("cameras: [front, off]")  # PyYAML reads off as False, rcl's parser n as well
+    with pytest.raises(ConfigError, match=r"parameter 'cameras' = \['front', False\]: \[False\] are not camera "
+                                          r"names; expected strings \(YAML reads unquoted"):
+        from_dict(parameter_values_to_dict(params))

@@ -20,6 +20,7 @@ TF without tf2_ros (not available from PyPI's ROS wheels, and not needed): the n
 from __future__ import annotations
 
 import os
+import traceback
 from typing import Any
 
 from recon_ros.config import ConfigError, ReconConfig, from_dict
@@ -112,6 +113,7 @@ class ReconNode(LifecycleNode):
             self._create_entities(cfg)
         except Exception as exc:  # missing checkpoint, bad device, messages not built...: stay unconfigured
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            self.get_logger().debug("configure failed at:\n" + traceback.format_exc())
             self._release()
             return TransitionCallbackReturn.FAILURE
         # Timers on the steady clock: with use_sim_time a ROS-time timer stops with /clock (a paused or

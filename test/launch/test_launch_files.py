@@ -1,5 +1,6 @@
 # ruff: noqa: I001, E402  -- ruff takes `launch` for first-party because of the repo's launch/ folder
-"""launch_testing: recon_jetson.launch.py, an invalid parameter file, and `ros2 run recon_ros recon_node`.
+"""launch_testing: recon_jetson.launch.py, nav2.launch.py, an invalid parameter file (recon.launch.py with
+node_name), and `ros2 run recon_ros recon_node`.
 
 * recon_jetson.launch.py with every argument (config, namespace, cameras, backend, use_sim_time):
   the node comes up active under /jet with use_sim_time set.
@@ -51,11 +52,20 @@ def generate_test_description():
                           "backend": "torch", "use_sim_time": "true"}.items())
     invalid = launch.actions.GroupAction([launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource([SHARE, "/launch/recon.launch.py"]),
-        launch_arguments={"config": str(tmp / "invalid.yaml"), "namespace": "bad", "cameras": "a"}.items())])
+        launch_arguments={"config": str(tmp / "invalid.yaml"), "namespace": "bad", "cameras": "a",
+                          "node_name": "recon_bad"}.items())])
+    # nav2.launch.py without the costmap (nav2_costmap_2d is not in the ROS wheels): the node comes up
+    # with navigation on, in the frame given.
+    (tmp / "nav2.yaml").write_text(yaml.safe_dump({"/**": {"ros__parameters": {"cameras": ["cam_nav"],
+                                                                                  "runtime": {"backend": "torch"}}}}))
+    nav2 = launch.actions.GroupAction([launch.actions.IncludeLaunchDescription(
+        PythonLaunchDescriptionSource([SHARE, "/launch/nav2.launch.py"]),
+        launch_arguments={"config": str(tmp / "nav2.yaml"), "costmap": "false", "navigation_frame": "base_footprint",
+                          "use_sim_time": "false", "costmap_params": "/nonexistent/unused.yaml"}.items())])
     run = launch.actions.ExecuteProcess(
         cmd=["ros2", "run", "recon_ros", "recon_node", "--ros-args", "-r", "__ns:=/run", "-p", "cameras:=[a]"],
         output="screen")
-    return launch.LaunchDescription([jetson, invalid, run, launch_testing.actions.ReadyToTest()]), {"run": run}
+    return launch.LaunchDescription([jetson, invalid, nav2, run, launch_testing.actions.ReadyToTest()]), {"run": run}
 
 
 class TestLaunchFiles(unittest.TestCase):
@@ -105,8 +115,17 @@ class TestLaunchFiles(unittest.TestCase):
 
     def test_invalid_parameter_file_fails_configure_naming_the_parameter(self, proc_output):
         proc_output.assertWaitFor("parameter 'pose.source'", timeout=180, stream="stderr")
-        self.assertEqual(self.state_eventually("/bad/recon", State.PRIMARY_STATE_UNCONFIGURED, 30),
+        self.assertEqual(self.state_eventually("/bad/recon_bad", State.PRIMARY_STATE_UNCONFIGURED, 30),
                          State.PRIMARY_STATE_UNCONFIGURED)
+
+    def test_nav2_launch_comes_up_with_navigation_in_the_given_frame(self):
+        self.assertEqual(self.state_eventually("/recon", State.PRIMARY_STATE_ACTIVE), State.PRIMARY_STATE_ACTIVE)
+        params = self.call(GetParameters, "/recon/get_parameters",
+                           GetParameters.Request(names=["navigation.enabled", "navigation.frame"])).values
+        self.assertTrue(params[0].bool_value)
+        self.assertEqual(params[1].string_value, "base_footprint")
+        self.assertEqual(self.node.count_publishers("/recon/obstacles"), 1)
+        self.assertGreaterEqual(self.node.count_subscribers("/cam_nav/image_raw"), 1)
 
     def test_ros2_run_starts_the_installed_node(self, proc_info, run):
         self.assertEqual(self.state_eventually("/run/recon", State.PRIMARY_STATE_UNCONFIGURED),
