@@ -12,7 +12,6 @@ the node's "active:" line, both taken from /rosout). Run by test/test_ros_node.p
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 import unittest
 from pathlib import Path
@@ -25,15 +24,14 @@ pytest.importorskip("rclpy", reason="rclpy is not importable: source ROS 2 to ru
 import launch
 import launch_testing.actions
 import launch_testing.asserts
-import rclpy
 import yaml
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch_ros.substitutions import FindPackageShare
 from rcl_interfaces.msg import Log
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 
+from launch_harness import RosTestCase
 from recon_ros.synthetic import SyntheticConfig, SyntheticSequence
 from recon_ros.synthetic.bag import write_sequence_bag
 
@@ -56,20 +54,8 @@ def generate_test_description():
     return launch.LaunchDescription([replay, launch_testing.actions.ReadyToTest()]), {}
 
 
-class TestReplay(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        rclpy.init()
-        cls.node = rclpy.create_node("recon_replay_test")
-        cls.executor = SingleThreadedExecutor()
-        cls.executor.add_node(cls.node)
-        threading.Thread(target=cls.executor.spin, daemon=True).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.executor.shutdown()
-        cls.node.destroy_node()
-        rclpy.shutdown()
+class TestReplay(RosTestCase):
+    node_name = "recon_replay_test"
 
     def test_plays_after_active_and_python_warnings_reach_rosout(self):
         logs: list = []

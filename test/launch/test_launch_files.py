@@ -13,7 +13,6 @@ Run by test/test_ros_node.py in its own process and ROS domain.
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 import unittest
 from pathlib import Path
@@ -26,14 +25,13 @@ pytest.importorskip("rclpy", reason="rclpy is not importable: source ROS 2 to ru
 import launch
 import launch_testing.actions
 import launch_testing.asserts
-import rclpy
 import yaml
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
+from launch_harness import RosTestCase
 from rcl_interfaces.srv import GetParameters
-from rclpy.executors import SingleThreadedExecutor
 
 SHARE = FindPackageShare("recon_ros")
 
@@ -68,30 +66,8 @@ def generate_test_description():
     return launch.LaunchDescription([jetson, invalid, nav2, run, launch_testing.actions.ReadyToTest()]), {"run": run}
 
 
-class TestLaunchFiles(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        rclpy.init()
-        cls.node = rclpy.create_node("recon_launch_files_test")
-        cls.executor = SingleThreadedExecutor()
-        cls.executor.add_node(cls.node)
-        threading.Thread(target=cls.executor.spin, daemon=True).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.executor.shutdown()
-        cls.node.destroy_node()
-        rclpy.shutdown()
-
-    def call(self, srv_type, name, request, timeout=120.0):
-        client = self.node.create_client(srv_type, name)
-        self.assertTrue(client.wait_for_service(timeout_sec=timeout), f"{name} never appeared")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertTrue(future.done(), f"{name} timed out")
-        return future.result()
+class TestLaunchFiles(RosTestCase):
+    node_name = "recon_launch_files_test"
 
     def state_eventually(self, node: str, wanted: int, timeout: float = 180.0) -> int:
         deadline = time.monotonic() + timeout

@@ -11,7 +11,6 @@ process and ROS domain.
 
 from __future__ import annotations
 
-import threading
 import time
 import unittest
 
@@ -23,7 +22,6 @@ pytest.importorskip("rclpy", reason="rclpy is not importable: source ROS 2 to ru
 import launch
 import launch_testing.actions
 import launch_testing.asserts
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch_ros.substitutions import FindPackageShare
@@ -31,8 +29,8 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import SingleThreadedExecutor
 
+from launch_harness import RosTestCase
 from recon_ros.msg import ReconStatus
 
 NODE = "/robot1/recon"
@@ -49,16 +47,14 @@ def generate_test_description():
     return launch.LaunchDescription([recon, launch_testing.actions.ReadyToTest()]), {}
 
 
-class TestLifecycle(unittest.TestCase):
+class TestLifecycle(RosTestCase):
     """Tests run in name order; each one starts from the state the previous one reached."""
+
+    node_name = "recon_lifecycle_test"
 
     @classmethod
     def setUpClass(cls):
-        rclpy.init()
-        cls.node = rclpy.create_node("recon_lifecycle_test")
-        cls.executor = SingleThreadedExecutor()
-        cls.executor.add_node(cls.node)
-        threading.Thread(target=cls.executor.spin, daemon=True).start()
+        super().setUpClass()
         cls.change = cls.node.create_client(ChangeState, f"{NODE}/change_state")
         cls.get = cls.node.create_client(GetState, f"{NODE}/get_state")
         cls.set_params = cls.node.create_client(SetParameters, f"{NODE}/set_parameters")
@@ -67,36 +63,17 @@ class TestLifecycle(unittest.TestCase):
         cls.node.create_subscription(ReconStatus, f"{NODE}/status", cls.received.append, 10)
         cls.node.create_subscription(DiagnosticArray, "/diagnostics", cls.received.append, 10)
 
-    @classmethod
-    def tearDownClass(cls):
-        cls.executor.shutdown()
-        cls.node.destroy_node()
-        rclpy.shutdown()
-
-    def call(self, client, request, timeout: float = 120.0):
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertTrue(future.done(), "service call timed out")
-        return future.result()
+    def call_client(self, client, request, timeout: float = 120.0):
+        return self.wait_future(client.call_async(request), timeout, client.srv_name)
 
     def state(self) -> int:
-        return self.call(self.get, GetState.Request()).current_state.id
+        return self.call_client(self.get, GetState.Request()).current_state.id
 
     def transition(self, transition_id: int, expected_state: int) -> None:
         req = ChangeState.Request()
         req.transition.id = transition_id
-        self.assertTrue(self.call(self.change, req).success)
+        self.assertTrue(self.call_client(self.change, req).success)
         self.assertEqual(self.state(), expected_state)
-
-    def wait_for(self, predicate, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.1)
-        return False
 
     def services(self) -> set[str]:
         return {name for name, _ in self.node.get_service_names_and_types()}
@@ -146,7 +123,7 @@ class TestLifecycle(unittest.TestCase):
         req = SetParameters.Request()
         req.parameters = [Parameter(name="cameras", value=ParameterValue(
             type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=CHANGED_CAMERAS))]
-        self.assertTrue(all(r.successful for r in self.call(self.set_params, req).results))
+        self.assertTrue(all(r.successful for r in self.call_client(self.set_params, req).results))
         self.transition(Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE)
         self.assertTrue(self.wait_for(lambda: self.node.count_publishers(f"{NODE}/depth/cam2/image") == 1))
         self.assertEqual(self.node.count_publishers(f"{NODE}/depth/cam0/image"), 0)

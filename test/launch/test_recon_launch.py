@@ -30,7 +30,6 @@ import numpy as np
 import launch
 import launch_testing.actions
 import launch_testing.asserts
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -38,11 +37,11 @@ from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from nav_msgs.msg import Path as PathMsg
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
+from launch_harness import RosTestCase
 from recon_ros.bag_tool import run_bag
 from recon_ros.config import from_dict
 from recon_ros.io.messages import image_to_numpy, pointcloud2_to_numpy, stamp_to_ns
@@ -139,31 +138,8 @@ class Listener:
         return [t for m in self.messages("/tf") for t in m.transforms if t.header.frame_id == "map"]
 
 
-class TestEndToEnd(unittest.TestCase):
-    def call(self, srv_type, name, request, timeout=60.0):
-        client = self.node.create_client(srv_type, name)
-        self.assertTrue(client.wait_for_service(timeout_sec=timeout), f"{name} never appeared")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertTrue(future.done(), f"{name} timed out")
-        return future.result()
-
-    @classmethod
-    def setUpClass(cls):
-        rclpy.init()
-        cls.node = rclpy.create_node("recon_e2e_listener")
-        cls.executor = SingleThreadedExecutor()
-        cls.executor.add_node(cls.node)
-        cls.spin = threading.Thread(target=cls.executor.spin, daemon=True)
-        cls.spin.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.executor.shutdown()
-        cls.node.destroy_node()
-        rclpy.shutdown()
+class TestEndToEnd(RosTestCase):
+    node_name = "recon_e2e_listener"
 
     def test_outputs_accuracy_and_parity_with_the_bag_tool(self, proc_info, player, seq, reference):
         cams = seq.camera_names
