@@ -70,6 +70,8 @@ def test_colcon_test_passes_on_the_built_package(ros_env: dict[str, str]) -> Non
 
     The package's ctest list also holds test_ros_node (this file), which drives the launch tests; those
     already run here through pytest, so colcon runs the other three (ROS-free and package checks)."""
+    if os.environ.get("RECON_ROS_UNDER_COLCON_TEST"):
+        pytest.skip("this is already a `colcon test` run")
     ws = Path(sys.prefix) / "ros"
     if not (ws / "build" / "recon_ros" / "CTestTestfile.cmake").is_file():
         pytest.skip(f"no colcon build with tests in {ws} (this ROS environment was not built by `make ros`)")
