@@ -163,7 +163,17 @@ class TestEndToEnd(RosTestCase):
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.1)
         self.assertTrue(future.done() and future.result().success, "deactivate failed")
-        time.sleep(2.0)  # the drained clouds and map are in flight
+        # The drained clouds and map are in flight (a 1.4 MB map over UDP on a loaded machine took > 2 s):
+        # the drain publishes the map last, stamped with its newest cloud; wait for it and for the clouds.
+        stamp = lambda m: stamp_to_ns(m.header.stamp)  # noqa: E731
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            clouds, maps = listen.messages("/recon/cloud"), listen.messages("/recon/map")
+            if (maps and clouds and len(clouds) > clouds_before_deactivate
+                    and stamp(maps[-1]) >= max(stamp(c) for c in clouds)):
+                time.sleep(1.0)  # the last cloud messages of that step
+                break
+            time.sleep(0.2)
         # deactivate drains: the keyframes the fusion delay held back are fused and published now
         self.assertGreater(len(listen.messages("/recon/cloud")), clouds_before_deactivate)
 
