@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.profiler import record_function as rf
 
 #: Output tile side m and kernel side r of F(m x m, r x r); n = m + r - 1 is the input tile side.
 OUT_TILE = 4
