@@ -6,18 +6,21 @@ them close to the FMA peak, so only fewer multiplications help. F(4x4, 5x5) comp
 tile from an 8x8 input tile with 64 products per channel pair instead of 16 * 25 = 400 (6.25x fewer);
 the transforms are cheap by comparison.
 
-Layout (one image at a time, channels innermost): the input transform turns the padded ``[H, W, C]``
-image into ``V[64, tiles, C]`` (one row per point of the 8x8 transform grid); each of the 64 points is
-then an independent ``[tiles, C] @ [C, O]`` product, run as a 1x1 convolution on a channels-last view
-so oneDNN (AVX-512) does it rather than the BLAS, which on this AMD CPU runs AVX2 kernels at about half
-the speed; the output transform maps ``M[64, tiles, O]`` back to 4x4 pixel blocks. The result is a
-channels-last ``[B, O, H, W]`` tensor, so the next layer reads its channels innermost without a reorder.
+Layout (one image at a time, channels innermost, in chunks of tile rows): the input transform turns
+the padded ``[H, W, C]`` image into ``V[64, tiles, C]`` (one row per point of the 8x8 transform grid,
+one matrix product with ``kron(B^T, B^T)``); each of the 64 points is then an independent
+``[tiles, C] @ [C, O]`` product, all run as one grouped 1x1 convolution on a channels-last view so
+oneDNN (AVX-512) does them rather than the BLAS, which on this AMD CPU runs AVX2 kernels at about half
+the speed (measured: 0.196 s for the 64 products via torch.bmm, 0.079 s as 1x1 convolutions); the
+output transform (``kron(A^T, A^T)``, bias added in the same product) maps ``M[64, tiles, O]`` back to
+4x4 pixel blocks. The result is a channels-last ``[B, O, H, W]`` tensor, so the next layer reads its
+channels innermost without a reorder.
 
 Transform matrices: the interpolation points are 0, +-1, +-2, +-1/2 and infinity; ``A^T``, ``G``, ``B^T``
 follow from Vandermonde matrices of those points (correlation is the transpose of polynomial
 multiplication), computed here in float64; the Lagrange scale factors sit in ``G`` so ``B^T`` has small
 entries. Numerics: on random data the float32 result is within ~1e-5 of the activations' scale of
-``F.conv2d`` (``test_winograd_conv.py`` states the measured bound); the skip branch's output is scaled by
+``F.conv2d`` (``test/test_mvdust3r_winograd.py`` states the measured bound); the skip branch's output is scaled by
 1e-4 before it reaches the pointmap.
 """
 
@@ -63,7 +66,7 @@ def winograd_matrices(m: int, r: int, points: tuple[float, ...]) -> tuple[np.nda
 class WinogradKernel:
     """A convolution weight in the transform domain, computed once per weight tensor."""
 
-    #: ``[n*n, O, C, 1, 1]``, each point's ``[O, C]`` matrix as a channels-last 1x1 convolution weight.
+    #: ``[n*n, O, C, 1, 1]`` (contiguous), each point's ``[O, C]`` matrix as a 1x1 convolution weight.
     u: torch.Tensor
     #: ``kron(B^T, B^T)`` ``[n*n, n*n]`` (input transform) and ``kron(A^T, A^T)`` ``[m*m, n*n]`` (output).
     kb: torch.Tensor
@@ -81,9 +84,7 @@ def winograd_kernel(weight: torch.Tensor, m: int = OUT_TILE, points: tuple[float
     n = m + r - 1
     gd = torch.from_numpy(g)
     u = torch.einsum("ax,ocxy,by->aboc", gd, weight.detach().double().cpu(), gd).reshape(n * n, o, c, 1, 1)
-    # [O, C, 1, 1] is the same memory in either format; channels-last strides keep oneDNN from reordering.
     u = u.to(torch.float32).contiguous()
-    u = u.as_strided(u.shape, (o * c, c, 1, c, c))
     return WinogradKernel(
         u=u,
         kb=torch.from_numpy(np.kron(bt, bt)).to(torch.float32),
@@ -93,13 +94,18 @@ def winograd_kernel(weight: torch.Tensor, m: int = OUT_TILE, points: tuple[float
     )
 
 
+#: Tiles per chunk: the transform-domain temporaries of a chunk (64 x tiles x 256 x 4 B, 26 MB at 400
+#: tiles) stay near the L3 size and below glibc's mmap threshold, so they are reused, not re-faulted.
+CHUNK_TILES = 400
+
+
 class Workspace:
     """Scratch buffers reused from one call to the next.
 
-    Why: the transform-domain tensors are 4x the activation (205 MB for 256 channels at 224x224);
-    allocated fresh on every call, the first touch of their pages cost more than the transforms
-    themselves (measured: gather 0.064 s -> 0.013 s, copies 0.065 s -> 0.013 s per layer with reuse).
-    Hold one for a run of layers and drop it afterwards to give the memory back.
+    Why: allocated fresh on every call, the first touch of the transform-domain buffers' pages cost
+    more than the transforms themselves (measured on one 256-channel 224x224 layer: the tile gather
+    0.064 s -> 0.013 s, the copies 0.065 s -> 0.013 s with reuse). Hold one for a run of layers and
+    drop it afterwards to give the memory back (about 110 MB for 256 channels at 224x224).
     """
 
     def __init__(self) -> None:
@@ -118,43 +124,52 @@ class Workspace:
 def _one_image(
     x: torch.Tensor, kernel: WinogradKernel, bias: torch.Tensor | None, ws: Workspace, out: torch.Tensor
 ) -> None:
-    """``x [H, W, C]`` -> ``out [H, W, O]`` (both may be strided views)."""
+    """``x [H, W, C]`` -> ``out [H, W, O]`` (both may be strided views), in chunks of tile rows."""
     h, w, c = x.shape
     m, r = kernel.m, kernel.r
     n = m + r - 1
+    nn_ = n * n
     p = r // 2
     o = kernel.u.shape[1]
     nh, nw = -(-h // m), -(-w // m)
-    tiles = nh * nw
-    hp, wp = nh * m + r - 1, nw * m + r - 1
-    # Zero-padded copy: only the border is cleared, the interior is overwritten.
-    xp = ws.get("pad", (hp, wp, c))
+    # Zero-padded copy (tile-aligned): only the border is cleared, the interior is overwritten.
+    xp = ws.get("pad", (nh * m + r - 1, nw * m + r - 1, c))
     xp[:p].zero_()
     xp[p + h :].zero_()
     xp[:, :p].zero_()
     xp[:, p + w :].zero_()
     xp[p : p + h, p : p + w].copy_(x)
-    # Overlapping n x n tiles, [n, n, nh, nw, C]: each row of C channels is copied as one block.
-    d = ws.get("a", (n * n, tiles * c))
-    d.view(n, n, nh, nw, c).copy_(xp.unfold(0, n, m).unfold(1, n, m).permute(3, 4, 0, 1, 2))
-    v = ws.get("b", (n * n, tiles * c))
-    torch.mm(kernel.kb, d, out=v)
-    v5 = v.view(n * n, 1, nh, nw, c)
-    prod = ws.get("a", (n * n, tiles * o))  # d is dead after the input transform
-    pv = prod.view(n * n, nh, nw, o)
-    for k in range(n * n):
-        # [1, C, nh, nw] channels-last view of V's k-th row: oneDNN's 1x1 convolution reads it in place.
-        pv[k].copy_(F.conv2d(v5[k].permute(0, 3, 1, 2), kernel.u[k])[0].permute(1, 2, 0))
-    y = ws.get("b", (m * m, tiles * o))  # v is dead after the products
-    if bias is None:
-        torch.mm(kernel.ka, prod, out=y)
-    else:
-        torch.addmm(bias.repeat(tiles), kernel.ka, prod, out=y)
-    blocks = y.view(m, m, nh, nw, o).permute(2, 0, 3, 1, 4)  # [nh, m, nw, m, O]
-    if (nh * m, nw * m) == (h, w):
-        out.view(nh, m, nw, m, o).copy_(blocks)
-    else:
-        out.copy_(blocks.reshape(nh * m, nw * m, o)[:h, :w])
+    # Sides that are not multiples of the tile: whole tiles go to a scratch image, cropped at the end.
+    full = out if (nh * m, nw * m) == (h, w) else ws.get("out", (nh * m, nw * m, o))
+    rows = max(1, CHUNK_TILES // nw)
+    bias_rows = None if bias is None else bias.repeat(rows * nw)
+    u = kernel.u.view(nn_ * o, c, 1, 1)
+    for i0 in range(0, nh, rows):
+        rr = min(rows, nh - i0)
+        t = rr * nw
+        # Overlapping n x n tiles as [n*n, tiles, C]: each run of C channels is copied as one block.
+        d = ws.get("a", (nn_, t * c))
+        strip = xp[i0 * m : (i0 + rr) * m + r - 1]
+        d.view(n, n, rr, nw, c).copy_(strip.unfold(0, n, m).unfold(1, n, m).permute(3, 4, 0, 1, 2))
+        v = ws.get("b", (nn_, t * c))
+        torch.mm(kernel.kb, d, out=v)
+        # The 64 products [tiles, C] @ [C, O] as ONE grouped 1x1 convolution on a channels-last
+        # [1, 64*C, rr, nw] view: oneDNN's AVX-512 kernel, and one parallel region instead of 64 (with
+        # 64 separate calls a layer took 3-7x longer as soon as another process shared the 2 cores).
+        vt = ws.get("a", (t, nn_ * c))
+        vt.view(t, nn_, c).copy_(v.view(nn_, t, c).transpose(0, 1))
+        prod = F.conv2d(vt.view(1, rr, nw, nn_ * c).permute(0, 3, 1, 2), u, groups=nn_)
+        mk = ws.get("b", (nn_, t * o))
+        mk.view(nn_, t, o).copy_(prod.permute(0, 2, 3, 1).reshape(t, nn_, o).transpose(0, 1))
+        y = ws.get("a", (m * m, t * o))
+        if bias_rows is None:
+            torch.mm(kernel.ka, mk, out=y)
+        else:
+            torch.addmm(bias_rows[: t * o], kernel.ka, mk, out=y)
+        blocks = y.view(m, m, rr, nw, o).permute(2, 0, 3, 1, 4)  # [rr, m, nw, m, O]
+        full[i0 * m : (i0 + rr) * m].view(rr, m, nw, m, o).copy_(blocks)
+    if full is not out:
+        out.copy_(full[:h, :w])
 
 
 def winograd_conv2d(
