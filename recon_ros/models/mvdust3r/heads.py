@@ -15,13 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fft_conv import fft_conv2d, kernel_spectrum
+from .linear import Linear, exporting
 from .winograd import WinogradKernel, Workspace, winograd_conv2d, winograd_kernel
 
 Recorder = Callable[[str, torch.Tensor], None] | None
 
-
-def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def unshuffle_channels_first(x: torch.Tensor, grid: tuple[int, int], p: int) -> torch.Tensor:
@@ -95,7 +93,7 @@ class ConvBNBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
         """``workspace``: scratch buffers for the Winograd path, shared by a run of layers."""
-        if self.training or _exporting() or x.device.type != "cpu" or x.dtype != torch.float32:
+        if self.training or exporting() or x.device.type != "cpu" or x.dtype != torch.float32:
             return self.act(self.norm(self.conv(x)))
         weight, bias = self._folded()
         k = self.conv.kernel_size[0]
@@ -132,7 +130,7 @@ class PointHead(nn.Module):
         self.patch_size = patch_size
         self.skip_scale = skip_scale
         self.conf_min, self.conf_max = conf_range
-        self.proj = nn.Linear(dec_dim, 4 * patch_size**2)
+        self.proj = Linear(dec_dim, 4 * patch_size**2)
         self.skip_proj: nn.Sequential | None = None
         if skip:
             self.skip_proj = nn.Sequential(
@@ -153,7 +151,7 @@ class PointHead(nn.Module):
         images and is dropped at the end. Exports and GPUs keep the batch (one kernel launch, static graph).
         """
         assert self.skip_proj is not None
-        if x.device.type != "cpu" or _exporting() or self.training:
+        if x.device.type != "cpu" or exporting() or self.training:
             return self.skip_proj(x)
         workspace = Workspace()
         out = []
@@ -187,7 +185,7 @@ class PointHead(nn.Module):
 
 def _mlp(dim: int, hidden: int, out: int) -> nn.Sequential:
     # Indices 0 and 2 carry the weights, as in the official keys ``mlp_rgb.0`` / ``mlp_rgb.2``.
-    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, out, bias=False))
+    return nn.Sequential(Linear(dim, hidden, bias=False), nn.ReLU(), Linear(hidden, out, bias=False))
 
 
 class GaussianHead(nn.Module):
