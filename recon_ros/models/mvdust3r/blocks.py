@@ -15,15 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
 from .rope import GridRoPE
 
 
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU()  # exact erf GELU (the tanh approximation fails the fixtures)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -45,8 +46,8 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, rope: GridRoPE) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.proj = Linear(dim, dim)
         self.rope = rope
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -64,10 +65,10 @@ class CrossAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, rope: GridRoPE) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.projq = nn.Linear(dim, dim)
-        self.projk = nn.Linear(dim, dim)
-        self.projv = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
+        self.projq = Linear(dim, dim)
+        self.projk = Linear(dim, dim)
+        self.projv = Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.rope = rope
 
     def memory_kv(self, y: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

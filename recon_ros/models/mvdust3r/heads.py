@@ -15,12 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fft_conv import fft_conv2d, kernel_spectrum
+from .linear import Linear, exporting
+from .winograd import WinogradKernel, Workspace, winograd_conv2d, winograd_kernel
 
 Recorder = Callable[[str, torch.Tensor], None] | None
 
-
-def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def unshuffle_channels_first(x: torch.Tensor, grid: tuple[int, int], p: int) -> torch.Tensor:
@@ -43,11 +42,16 @@ class ConvBNBlock(nn.Module):
     """Conv (same padding) + BatchNorm, optionally followed by SELU.
 
     Eager CPU inference folds the BatchNorm into the convolution (running statistics) and applies SELU
-    in place (two passes fewer over a 256-channel full-resolution tensor); wide kernels (5x5, >= 64
-    input channels) can run as tiled FFT convolutions (:mod:`.fft_conv`, ``use_fft``) with the folded
-    kernel's spectrum cached until a weight or statistic changes. Training, exports and GPUs run the plain layers.
+    in place (two passes fewer over a 256-channel full-resolution tensor). Wide kernels (5x5, >= 64
+    input channels) run as Winograd F(4x4, 5x5) convolutions (:mod:`.winograd`, ``use_winograd``), or,
+    if switched on instead, as tiled FFT convolutions (:mod:`.fft_conv`, ``use_fft``); the transformed
+    kernel is cached until a weight or statistic changes. Training, exports and GPUs run the plain layers.
     """
 
+    #: Switch for the Winograd path. On: one 256 -> 256 5x5 layer at 224x224 took 0.35x the time of
+    #: oneDNN's direct convolution with 2 threads (benchmarks/README.md, "Side by side with upstream
+    #: MV-DUSt3R"); it caches a 16 MB transformed kernel per layer.
+    use_winograd = True
     #: Switch for the FFT path. Off: it measured 0.63-0.93 of the direct convolution per layer on one
     #: thread, but the whole network with 2 threads was not faster than upstream with it (1.08, see
     #: benchmarks/README.md) and it caches 115 MB per layer. The parity tests pass either way.
@@ -59,6 +63,7 @@ class ConvBNBlock(nn.Module):
         self.norm = nn.BatchNorm2d(cout, eps=bn_eps)
         self.act = nn.SELU() if activation else nn.Identity()
         self._spectrum: tuple[tuple, torch.Tensor] | None = None
+        self._winograd: tuple[tuple, WinogradKernel] | None = None
 
     def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         bn = self.norm
@@ -68,20 +73,35 @@ class ConvBNBlock(nn.Module):
         bias = (self.conv.bias - bn.running_mean) * scale + bn.bias
         return weight, bias
 
-    def _fft_spectrum(self, weight: torch.Tensor) -> torch.Tensor:
+    def _param_key(self) -> tuple:
+        """Identity and version of every tensor the folded kernel depends on (in-place edits bump it)."""
         params = (self.conv.weight, self.conv.bias, self.norm.weight, self.norm.bias, self.norm.running_mean,
                   self.norm.running_var)
-        key = tuple((t.data_ptr(), t._version) for t in params if t is not None)
+        return tuple((t.data_ptr(), t._version) for t in params if t is not None)
+
+    def _fft_spectrum(self, weight: torch.Tensor) -> torch.Tensor:
+        key = self._param_key()
         if self._spectrum is None or self._spectrum[0] != key:
             self._spectrum = (key, kernel_spectrum(weight.detach()))
         return self._spectrum[1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or _exporting() or x.device.type != "cpu" or x.dtype != torch.float32:
+    def _winograd_kernel(self, weight: torch.Tensor) -> WinogradKernel:
+        key = self._param_key()
+        if self._winograd is None or self._winograd[0] != key:
+            self._winograd = (key, winograd_kernel(weight.detach()))
+        return self._winograd[1]
+
+    def forward(self, x: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
+        """``workspace``: scratch buffers for the Winograd path, shared by a run of layers."""
+        if self.training or exporting() or x.device.type != "cpu" or x.dtype != torch.float32:
             return self.act(self.norm(self.conv(x)))
         weight, bias = self._folded()
         k = self.conv.kernel_size[0]
-        if self.use_fft and k >= 5 and self.conv.in_channels >= 64:
+        wide = k == 5 and self.conv.in_channels >= 64
+        # The Winograd path writes into preallocated buffers, which autograd cannot follow.
+        if wide and self.use_winograd and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+            y = winograd_conv2d(x, self._winograd_kernel(weight), bias.detach(), workspace)
+        elif wide and self.use_fft:
             y = fft_conv2d(x, self._fft_spectrum(weight), bias, k)
         else:
             y = F.conv2d(x, weight, bias, padding=self.conv.padding)
@@ -110,7 +130,7 @@ class PointHead(nn.Module):
         self.patch_size = patch_size
         self.skip_scale = skip_scale
         self.conf_min, self.conf_max = conf_range
-        self.proj = nn.Linear(dec_dim, 4 * patch_size**2)
+        self.proj = Linear(dec_dim, 4 * patch_size**2)
         self.skip_proj: nn.Sequential | None = None
         if skip:
             self.skip_proj = nn.Sequential(
@@ -126,12 +146,21 @@ class PointHead(nn.Module):
         Eager CPU runs it one image at a time, as upstream does: profiled on the reduced MV-DUSt3R
         (4 views, one thread), the convolutions took 95.5 s as batches of 3 against upstream's 80.3 s
         as single images, and the per-image working set (51 MB per 256-channel activation) also bounds
-        the FFT path's temporaries. Exports and GPUs keep the batch (one kernel launch, static graph).
+        the Winograd/FFT paths' temporaries. Activations stay channels-last (what the Winograd path reads
+        and writes, and oneDNN's 3x3 layers take without a reorder); one workspace serves all layers and
+        images and is dropped at the end. Exports and GPUs keep the batch (one kernel launch, static graph).
         """
         assert self.skip_proj is not None
-        if x.shape[0] == 1 or x.device.type != "cpu" or _exporting():
+        if x.device.type != "cpu" or exporting() or self.training:
             return self.skip_proj(x)
-        return torch.cat([self.skip_proj(x[i : i + 1]) for i in range(x.shape[0])])
+        workspace = Workspace()
+        out = []
+        for i in range(x.shape[0]):
+            h = x[i : i + 1].contiguous(memory_format=torch.channels_last)
+            for block in self.skip_proj:
+                h = block(h, workspace)
+            out.append(h)
+        return torch.cat(out).contiguous()
 
     def forward(
         self, tokens: torch.Tensor, img: torch.Tensor, grid: tuple[int, int], record: Recorder = None
@@ -156,7 +185,7 @@ class PointHead(nn.Module):
 
 def _mlp(dim: int, hidden: int, out: int) -> nn.Sequential:
     # Indices 0 and 2 carry the weights, as in the official keys ``mlp_rgb.0`` / ``mlp_rgb.2``.
-    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, out, bias=False))
+    return nn.Sequential(Linear(dim, hidden, bias=False), nn.ReLU(), Linear(hidden, out, bias=False))
 
 
 class GaussianHead(nn.Module):

@@ -27,6 +27,7 @@ from torch import nn
 from .blocks import DecoderBlock, EncoderBlock
 from .config import MVDust3RConfig
 from .heads import GaussianHead, PointHead
+from .linear import Linear
 from .rope import GridRoPE
 
 
@@ -70,7 +71,7 @@ class MVDust3R(nn.Module):
             for _ in range(cfg.enc_depth)
         )
         self.enc_norm = nn.LayerNorm(cfg.enc_embed_dim, eps=cfg.norm_eps)
-        self.decoder_embed = nn.Linear(cfg.enc_embed_dim, cfg.dec_embed_dim)
+        self.decoder_embed = Linear(cfg.enc_embed_dim, cfg.dec_embed_dim)
 
         def dec_stack() -> nn.ModuleList:
             return nn.ModuleList(
