@@ -6,11 +6,20 @@ finished with a parabola fit. (A source that is the reference's rectified stereo
 with OpenCV's StereoSGBM instead, see ``stereo_sgbm.py``.) Per hypothesis the source images are warped
 with ``grid_sample`` and ZNCC is computed with box filters; sources are combined by averaging the better half of their
 scores, which tolerates a source that is occluded at that pixel.
+
+Where the time goes (320x240, 4 sources, 96 planes): about 3 M bilinear samples per source and a few dozen
+elementwise passes over each. The implementation therefore (1) projects with rays precomputed once per
+source in grid_sample's normalised coordinates (3 multiply-adds and a division per sample instead of a 3x3
+matmul, a matrix inverse and a meshgrid per call), (2) box-filters with in-place shifted adds over the
+three ZNCC moments at once (15x faster than ``avg_pool2d`` on CPU, same sums up to float rounding), and
+(3) keeps the better half of the sources with a running max/min insertion instead of stacking all sources
+and calling ``topk``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,15 +31,68 @@ from recon_ros.geometry.se3 import invert
 from recon_ros.pipeline.frames import View
 from recon_ros.pipeline.sources import DepthEstimate
 from recon_ros.pipeline.stereo_sgbm import rectified_partner, sgbm_depth
-from recon_ros.pipeline.warping import as_tensor, inside, project_depths, sample
+from recon_ros.pipeline.warping import as_tensor
 
 REFINE_SAMPLES = 16
 MIN_TEXTURE_STD = 2.0 / 255.0  # ZNCC is meaningless on flat patches
+ZNCC_EPS = 1e-6
+ZNCC_EPS_T = torch.tensor(ZNCC_EPS)
+# A warped pixel is inside the source when its bilinear weight on the source's all-ones channel is 1 (all four
+# taps inside); 1e-4 below 1 absorbs float rounding of the weights (1e-4 px at the border).
+INSIDE_COVERAGE = 1.0 - 1e-4
 
 
 def to_gray(rgb: np.ndarray, device: str | torch.device) -> torch.Tensor:
     img = as_tensor(rgb, device) / 255.0
     return (0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]).unsqueeze(0)  # [1,H,W]
+
+
+def _window_sums(x: torch.Tensor, window: int, dim: int) -> torch.Tensor:
+    """Sums of ``window`` consecutive elements along ``dim`` (length shrinks by ``window - 1``).
+
+    Binary doubling: sums of 1, 2, 4, ... elements, combined by the bits of ``window`` (4 adds for 7, not 6).
+    """
+    n = x.shape[dim]
+    powers = [x]  # powers[j]: sums of 2**j elements, length n - 2**j + 1
+    while 2 ** len(powers) <= window:
+        p, half = powers[-1], 2 ** (len(powers) - 1)
+        length = p.shape[dim] - half
+        powers.append(p.narrow(dim, 0, length) + p.narrow(dim, half, length))
+    out, used = None, 0
+    for j in reversed(range(len(powers))):
+        if window & (1 << j):
+            part = powers[j].narrow(dim, used, n - window + 1)
+            out = part if out is None else out + part
+            used += 1 << j
+    assert out is not None
+    return out
+
+
+def box_sum(x: torch.Tensor, window: int, pad: bool = True) -> torch.Tensor:
+    """Sum over a ``window`` x ``window`` neighbourhood of the last two dims, zero outside the image.
+
+    ``pad=False``: ``x`` already carries ``window // 2`` zeros on each side (the result is that much smaller).
+    """
+    r = window // 2
+    padded = F.pad(x, (r, r, r, r)) if pad else x
+    return _window_sums(_window_sums(padded, window, -1), window, -2)
+
+
+@dataclass
+class _Source:
+    """One source image at one scale, with what projecting reference pixels into it needs."""
+
+    image: torch.Tensor  # [1, 2, Hs, Ws]: gray and all-ones (its warp tells which samples are inside)
+    rays: torch.Tensor  # [3, H*W]: gx * z, gy * z, z per unit reference depth (grid_sample coordinates)
+    offset: torch.Tensor  # [3]: the same for the source's translation
+
+
+@dataclass
+class _Reference:
+    image: torch.Tensor  # [H, W]
+    mean: torch.Tensor  # [H, W] box mean
+    std: torch.Tensor  # [H, W] box standard deviation
+    inv_count: torch.Tensor  # [H, W] 1 / pixels inside each box (the mean over the image part only)
 
 
 class PlaneSweepDepth:
@@ -44,37 +106,53 @@ class PlaneSweepDepth:
         self.device = torch.device(device)
         self.chunk = chunk
 
-    def _box(self, x: torch.Tensor) -> torch.Tensor:
-        # Separable (1xw then wx1) box mean: 2w instead of w^2 adds per pixel, same result.
-        w = self.cfg.zncc_window
-        x = F.avg_pool2d(x, (1, w), stride=1, padding=(0, w // 2), count_include_pad=False)
-        return F.avg_pool2d(x, (w, 1), stride=1, padding=(w // 2, 0), count_include_pad=False)
+    def _scores(self, ref: _Reference, sources: list[_Source], depths: torch.Tensor) -> torch.Tensor:
+        """Aggregated ZNCC ``[D, H, W]`` for depths ``[D, 1]`` (planes) or ``[D, H*W]`` (per pixel)."""
+        h, w = ref.image.shape
+        d = depths.shape[0]
+        win = self.cfg.zncc_window
+        r = win // 2
+        k = max(1, math.ceil(len(sources) / 2))
+        # The three ZNCC moments of the warped source, zero-padded by the box radius (borders stay zero).
+        padded = depths.new_zeros((3, d, h + 2 * r, w + 2 * r))
+        inner = padded[:, :, r : r + h, r : r + w]
+        grid = depths.new_empty((d, h * w, 2))
+        top: list[torch.Tensor] = []  # the k best scores so far, best first
+        for src in sources:
+            rx, ry, rz = src.rays
+            ox, oy, oz = src.offset
+            inv_z = torch.addcmul(oz, depths, rz).clamp_min_(1e-8).reciprocal_()  # behind the camera: far outside
+            torch.mul(torch.addcmul(ox, depths, rx), inv_z, out=grid[..., 0])
+            torch.mul(torch.addcmul(oy, depths, ry), inv_z, out=grid[..., 1])
+            sampled = F.grid_sample(src.image, grid.view(1, d * h, w, 2), mode="bilinear", padding_mode="zeros",
+                                    align_corners=True).view(2, d, h, w)
+            warped, coverage = sampled[0], sampled[1]
+            inner[0] = warped
+            torch.mul(warped, warped, out=inner[1])
+            torch.mul(warped, ref.image, out=inner[2])
+            sums = box_sum(padded, win, pad=False)
+            mu_s = sums[0].mul_(ref.inv_count)
+            var_s = torch.addcmul(sums[1].mul_(ref.inv_count), mu_s, mu_s, value=-1.0)
+            cov = torch.addcmul(sums[2].mul_(ref.inv_count), mu_s, ref.mean, value=-1.0)
+            # Inside the source image (all four bilinear taps) and textured; else the worst score.
+            ok = (coverage >= INSIDE_COVERAGE) & (var_s > MIN_TEXTURE_STD**2)
+            ncc = cov.div_(torch.addcmul(ZNCC_EPS_T, var_s.clamp_min_(0).sqrt_(), ref.std))
+            ncc = torch.where(ok, ncc, -1.0)
+            # Insert into the running top-k (2 ops per slot): equals topk over the stacked sources.
+            for j in range(len(top)):
+                hi = torch.maximum(top[j], ncc)
+                ncc = torch.minimum(top[j], ncc)
+                top[j] = hi
+            if len(top) < k:
+                top.append(ncc)
+        total = top[0]
+        for t in top[1:]:
+            total = total + t
+        return total / k if k > 1 else total
 
-    def _scores(
-        self, ref: torch.Tensor, ref_stats: tuple[torch.Tensor, torch.Tensor], K_ref: torch.Tensor,
-        sources: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], depths: torch.Tensor,
-    ) -> torch.Tensor:
-        """Aggregated ZNCC ``[D, H, W]`` for per-pixel depth hypotheses ``depths`` ``[D, H, W]``."""
-        mu_r, sd_r = ref_stats
-        per_source = []
-        for img, K_src, T_src_ref in sources:
-            u, v, z = project_depths(depths, K_ref, K_src, T_src_ref)
-            warped = sample(img, u, v)[0]  # [D,H,W]
-            ok = inside(u, v, img.shape[-1], img.shape[-2]) & (z > 0)
-            x = warped.unsqueeze(1)  # [D,1,H,W]
-            mu_s = self._box(x)
-            var_s = (self._box(x * x) - mu_s**2).clamp_min(0)
-            cov = self._box(x * ref.unsqueeze(0)) - mu_s * mu_r
-            ncc = (cov / (var_s.sqrt() * sd_r + 1e-6)).squeeze(1)
-            ncc = torch.where(ok & (var_s.squeeze(1).sqrt() > MIN_TEXTURE_STD), ncc, -1.0)
-            per_source.append(ncc)
-        stacked = torch.stack(per_source)  # [S,D,H,W]
-        k = max(1, math.ceil(len(per_source) / 2))
-        return stacked.topk(k, dim=0).values.mean(0)
-
-    def _prepare(self, ref: View, sources: list[View], scale: float):
-        """Gray images, intrinsics and relative poses at ``scale`` x the view resolution."""
-        def resized(v: View) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prepare(self, ref: View, sources: list[View], scale: float) -> tuple[_Reference, torch.Tensor, list[_Source]]:
+        """Gray images, reference statistics and source rays at ``scale`` x the view resolution."""
+        def resized(v: View) -> tuple[torch.Tensor, np.ndarray]:
             img = to_gray(v.rgb, self.device)
             K = v.K.copy()
             if scale != 1.0:
@@ -82,16 +160,32 @@ class PlaneSweepDepth:
                 nh, nw = max(8, round(h * scale)), max(8, round(w * scale))
                 img = F.interpolate(img.unsqueeze(0), size=(nh, nw), mode="area")[0]
                 K = PinholeCamera.from_K(K, w, h).resized(nw, nh).K
-            return img, as_tensor(K, self.device)
+            return img, K
 
+        win = self.cfg.zncc_window
         ref_img, K_ref = resized(ref)
-        mu_r = self._box(ref_img)
-        sd_r = (self._box(ref_img * ref_img) - mu_r**2).clamp_min(0).sqrt()
+        h, w = ref_img.shape[-2:]
+        inv_count = 1.0 / box_sum(torch.ones((h, w), device=self.device), win)
+        mom = box_sum(torch.stack([ref_img[0], ref_img[0] * ref_img[0]]), win) * inv_count
+        std = (mom[1] - mom[0] ** 2).clamp_min(0).sqrt()
+        reference = _Reference(ref_img[0], mom[0], std, inv_count)
+        # Reference pixel rays in float64 (once per view), so the per-sample float32 work is a multiply-add.
+        v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+        pix = np.stack([u.ravel(), v.ravel(), np.ones(h * w)])  # [3, HW]
+        rays_ref = np.linalg.inv(K_ref) @ pix
         src = []
         for s in sources:
             img, K = resized(s)
-            src.append((img, K, as_tensor(invert(s.T_world_cam) @ ref.T_world_cam, self.device)))
-        return ref_img, (mu_r, sd_r), K_ref, src
+            hs, ws = img.shape[-2:]
+            T = invert(s.T_world_cam) @ ref.T_world_cam
+            # grid_sample's normalised coordinates: g = u * 2 / (Ws - 1) - 1, so (g + 1) * z = u * z * 2 / (Ws - 1).
+            # g = u * 2 / (Ws - 1) - 1, so g * z = (2 / (Ws - 1) * u - 1) * z: one row operation on K.
+            N = np.array([[2.0 / max(ws - 1, 1), 0.0, -1.0], [0.0, 2.0 / max(hs - 1, 1), -1.0], [0.0, 0.0, 1.0]]) @ K
+            rays = N @ T[:3, :3] @ rays_ref
+            offset = N @ T[:3, 3]
+            image = torch.cat([img, torch.ones_like(img)]).unsqueeze(0)
+            src.append(_Source(image, as_tensor(rays, self.device), as_tensor(offset, self.device)))
+        return reference, as_tensor(K_ref, self.device), src
 
     @torch.inference_mode()
     def estimate(self, ref: View, sources: list[View], depth_range: tuple[float, float]) -> DepthEstimate:
@@ -108,14 +202,13 @@ class PlaneSweepDepth:
         inv = torch.linspace(1.0 / dmax, 1.0 / dmin, self.cfg.num_planes, device=dev)
 
         # Pass 1 at half resolution: fronto-parallel planes (4x cheaper; pass 2 restores detail).
-        ref_lo, stats_lo, K_lo, src_lo = self._prepare(ref, sources, 0.5)
-        hl, wl = ref_lo.shape[-2:]
+        ref_lo, _, src_lo = self._prepare(ref, sources, 0.5)
+        hl, wl = ref_lo.image.shape
         best_score = torch.full((hl, wl), -2.0, device=dev)
         best_inv = torch.zeros((hl, wl), device=dev)
         for start in range(0, len(inv), self.chunk):
             inv_c = inv[start : start + self.chunk]
-            depths = (1.0 / inv_c).view(-1, 1, 1).expand(-1, hl, wl)
-            score = self._scores(ref_lo, stats_lo, K_lo, src_lo, depths)
+            score = self._scores(ref_lo, src_lo, (1.0 / inv_c).unsqueeze(1))
             s, i = score.max(0)
             better = s > best_score
             best_score = torch.where(better, s, best_score)
@@ -123,11 +216,15 @@ class PlaneSweepDepth:
         best_inv = F.interpolate(best_inv[None, None], size=(h, w), mode="nearest")[0, 0]
 
         # Pass 2 at full resolution: per-pixel hypotheses around the coarse optimum, then a parabola.
-        ref_img, stats, K_ref, src = self._prepare(ref, sources, 1.0)
+        ref_full, _, src = self._prepare(ref, sources, 1.0)
         step = (inv[1] - inv[0]) if len(inv) > 1 else inv[0] * 0.1
         offsets = torch.linspace(-2.0, 2.0, REFINE_SAMPLES, device=dev) * step
         hyp_inv = (best_inv.unsqueeze(0) + offsets.view(-1, 1, 1)).clamp(min=inv[0] * 0.5)
-        score = self._scores(ref_img, stats, K_ref, src, 1.0 / hyp_inv)
+        hyp_depth = (1.0 / hyp_inv).view(REFINE_SAMPLES, h * w)
+        # Chunks of hypotheses holding about as many samples as a pass-1 chunk: the moments stay in cache.
+        step2 = max(1, self.chunk * hl * wl // (h * w))
+        score = torch.cat([self._scores(ref_full, src, hyp_depth[j : j + step2])
+                           for j in range(0, REFINE_SAMPLES, step2)])
         s, i = score.max(0)
         i_c = i.clamp(1, REFINE_SAMPLES - 2)
         s_m = score.gather(0, (i_c - 1).unsqueeze(0))[0]
