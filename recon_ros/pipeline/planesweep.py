@@ -1,19 +1,21 @@
 """Classical plane-sweep stereo with ZNCC matching cost, in torch (CPU or GPU).
 
 Two passes: a sweep at half resolution over ``num_planes`` fronto-parallel planes uniform in inverse
-depth, then a full-resolution per-pixel sweep of 16 hypotheses spanning +-2 coarse steps around each pixel's best,
-finished with a parabola fit. (A source that is the reference's rectified stereo partner is matched
-with OpenCV's StereoSGBM instead, see ``stereo_sgbm.py``.) Per hypothesis the source images are warped
-with ``grid_sample`` and ZNCC is computed with box filters; sources are combined by averaging the better half of their
-scores, which tolerates a source that is occluded at that pixel.
+depth, then a full-resolution per-pixel sweep of 16 hypotheses spanning +-2 coarse steps around a smooth
+centre surface (the pass-1 peak refined by a parabola, median-filtered, bilinearly upsampled), finished with
+a parabola fit. (A source that is the reference's rectified stereo partner is matched with OpenCV's
+StereoSGBM instead, see ``stereo_sgbm.py``.) Per hypothesis the source images are warped with
+``grid_sample`` and ZNCC is computed with box filters; sources are combined by averaging the better half of
+the sources that see the pixel, which tolerates a source that is occluded there.
 
 Where the time goes (320x240, 4 sources, 96 planes): about 3 M bilinear samples per source and a few dozen
 elementwise passes over each. The implementation therefore (1) projects with rays precomputed once per
-source in grid_sample's normalised coordinates (3 multiply-adds and a division per sample instead of a 3x3
-matmul, a matrix inverse and a meshgrid per call), (2) box-filters with in-place shifted adds over the
-three ZNCC moments at once (15x faster than ``avg_pool2d`` on CPU, same sums up to float rounding), and
-(3) keeps the better half of the sources with a running max/min insertion instead of stacking all sources
-and calling ``topk``.
+source in grid_sample's normalised coordinates (multiply-adds and one reciprocal per sample instead of a 3x3
+matmul, a matrix inverse and a meshgrid per call), (2) box-filters the three ZNCC moments at once as one tall
+zero-padded image (OpenCV's running sums on CPU, 2.5x faster than shifted torch adds and 15x faster than
+``avg_pool2d``), (3) keeps the better sources with a running max/min insertion instead of stacking all of
+them for ``topk``, and (4) avoids the CPU kernels that are 5-40x slower than float arithmetic (``where``,
+boolean masks, interleaving stacks).
 """
 
 from __future__ import annotations
