@@ -106,3 +106,12 @@ def test_unchecked_pixels_need_high_confidence(confidence):
     never, _ = PublishedDepthFilter(DepthConfig(publish_unchecked_min_confidence=1.1)).apply(
         ref, [neighbour], (0.5, 10.0))
     assert not never[10:-10, :8].any()
+
+
+@pytest.mark.parametrize("planes", [1, 2, 3])
+def test_few_planes_still_give_an_estimate(planes):
+    from test_planesweep_fusion import view
+
+    est = PlaneSweepDepth(DepthConfig(num_planes=planes), "cpu", 0.5).estimate(view(0, 0.0), [view(1, 0.15)],
+                                                                               (0.5, 10.0))
+    assert est.depth.shape == (H, W) and np.isfinite(est.depth).all()

@@ -55,6 +55,8 @@ def _parabola_peak(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     whether the best sample is interior, along dim 0 of ``score`` ``[N, H, W]``."""
     n = score.shape[0]
     s, i = score.max(0)
+    if n < 3:  # no neighbours on both sides to fit through
+        return s, i.float(), torch.zeros_like(s, dtype=torch.bool)
     i_c = i.clamp(1, n - 2)
     s_m = score.gather(0, (i_c - 1).unsqueeze(0))[0]
     s_0 = score.gather(0, i_c.unsqueeze(0))[0]
