@@ -133,7 +133,10 @@ class DepthConfig:
     publish_min_consistent_views: int = _f(
         1, "Published depth: views with depth that must agree with a pixel (when any view with depth overlaps).")
     publish_pixel_threshold: float = _f(1.0, "Published depth: max round-trip reprojection error (px) to agree.")
-    publish_relative_depth_threshold: float = _f(0.01, "Published depth: max relative depth difference to agree.")
+    publish_relative_depth_threshold: float = _f(0.02, "Published depth: max relative depth difference to agree.")
+    publish_unchecked_min_confidence: float = _f(
+        0.9, "Published depth: a pixel that no view with depth can check (none has depth where it lands) is "
+        "published when its photometric confidence reaches this (> 1 = never).")
 
 
 @dataclass

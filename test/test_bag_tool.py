@@ -27,8 +27,8 @@ from recon_ros.synthetic.sequence import SyntheticConfig, SyntheticSequence
 
 KIT = MessageKit.for_rosbags()
 # Smaller than the default demo (40 frames instead of 60). Thresholds are the targets;
-# measured on this scene (seed 0): 10 keyframes, kept 50.4 %, AbsRel 0.64 %, cloud median error
-# 1.49 cm = 0.53 % of the 2.81 m median depth. Kept fraction grows with the number of keyframes
+# measured on this scene (seed 0): 10 keyframes, kept 71.9 %, AbsRel 0.46 %, cloud median error
+# 1.12 cm = 0.40 % of the 2.81 m median depth. Kept fraction grows with the number of keyframes
 # (each view gains neighbours on both sides), which is why the scene is not smaller still.
 SMALL = SyntheticConfig(seed=0, n_cameras=4, n_frames=40, width=320, height=240)
 
@@ -62,17 +62,18 @@ def test_small_scene_published_depth(small_run):
     msg = json.dumps({c: {k: v for k, v in m.items() if k != "sparsification"} for c, m in pub["per_camera"].items()})
     print("published depth", msg, json.dumps({k: v for k, v in pub["all"].items() if k != "sparsification"}))
     allm = pub["all"]
-    # Measured (seed 0, 40 frames): AbsRel 0.85 %, coverage 57.2 %, delta 99.93 %, top half by confidence
-    # 0.22 %; per camera AbsRel 0.24-1.33 %, coverage 44-76 %. The target (80 % coverage per
-    # camera at AbsRel <= 1 %) is NOT reached by the plane sweep yet; these bounds guard what is.
-    assert allm["absrel"] <= 0.01, msg
+    # Measured (seed 0, 40 frames): AbsRel 0.634 %, coverage 83.1 %, delta 99.92 %, top half by confidence
+    # 0.27 %; per camera (back / front / left / right) AbsRel 0.71 / 0.91 / 0.79 / 0.18 % at coverage
+    # 71.8 / 83.3 / 86.0 / 91.2 %. The target (80 % coverage per camera at AbsRel <= 1 %) is met by
+    # three cameras; the back camera (moving away from what it sees, little parallax near its centre) is not.
+    # Bounds: the measured state with a margin for other CPUs.
+    assert allm["absrel"] <= 0.0075, msg
     assert allm["delta_1_25"] >= 0.99, msg
-    assert allm["coverage"] >= 0.5, msg
+    assert allm["coverage"] >= 0.78, msg
     assert allm["absrel_top50_confidence"] <= 0.5 * allm["absrel"], msg
     for cam, m in pub["per_camera"].items():
-        assert m["absrel"] <= 0.015 and m["delta_1_25"] >= 0.99, f"{cam}: {msg}"
-        assert m["coverage"] >= 0.35, f"{cam}: {msg}"
-
+        assert m["absrel"] <= 0.011 and m["delta_1_25"] >= 0.99, f"{cam}: {msg}"
+        assert m["coverage"] >= 0.65, f"{cam}: {msg}"
 
 def test_summary_accounts_for_every_image(small_run):
     seq, cfg, res, tmp = small_run

@@ -172,13 +172,16 @@ def test_second_rig_published_depth(second_rig_run):
     msg = json.dumps({c: {k: v for k, v in m.items() if k != "sparsification"} for c, m in pub["per_camera"].items()})
     print("second rig published depth", msg, json.dumps({k: v for k, v in pub["all"].items() if k != "sparsification"}))
     allm = pub["all"]
-    # Measured: AbsRel 1.007 % at 51.1 % coverage, delta 99.97 %, top half by confidence 0.49 % (ratio 0.487),
-    # AUSE 0.20 %; per camera AbsRel 0.82-1.14 %. The bars (AbsRel <= 1 % at >= 80 % coverage per
-    # camera; top half <= 0.5 x all) are NOT all met on this rig; the bounds below guard the measured state
-    # with a margin for other CPUs.
-    assert allm["absrel"] <= 0.0115, msg
+    # Measured: AbsRel 0.690 % at 79.4 % coverage, delta 99.96 %, top half by confidence 0.330 % (ratio 0.479),
+    # AUSE 0.154 %; per camera AbsRel 0.77 / 0.57 / 0.71 % at coverage 89.1 / 72.8 / 76.4 %. (Before the
+    # smooth refinement centre and the visible-source aggregation: 1.007 % at 51.1 %.) The bar of
+    # >= 80 % coverage per camera is NOT met for cam1 and cam2: the part of their view that no earlier
+    # keyframe saw (~16 % for cam1) cannot be matched. Bounds: the measured state with a margin for other CPUs.
+    assert allm["absrel"] <= 0.008, msg
     assert allm["delta_1_25"] >= 0.99, msg
-    assert allm["coverage"] >= 0.45, msg
-    assert allm["absrel_top50_confidence"] <= 0.55 * allm["absrel"], msg
+    assert allm["coverage"] >= 0.75, msg
+    assert allm["absrel_top50_confidence"] <= 0.5 * allm["absrel"], msg
+    for cam, m in pub["per_camera"].items():
+        assert m["absrel"] <= 0.0095 and m["coverage"] >= 0.68, f"{cam}: {msg}"
     for cam, m in pub["per_camera"].items():
         assert m["delta_1_25"] >= 0.99, f"{cam}: {msg}"

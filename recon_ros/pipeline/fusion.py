@@ -19,16 +19,25 @@ from recon_ros.pipeline.frames import View
 from recon_ros.pipeline.warping import as_tensor, inside, project_depths, sample
 
 
-@torch.inference_mode()
 def consistency_count(
     ref: View, others: list[View], pixel_threshold: float, relative_depth_threshold: float, device: str = "cpu"
 ) -> np.ndarray:
     """``[h, w]`` number of views in ``others`` whose depth agrees with ``ref.depth``."""
+    return consistency_counts(ref, others, pixel_threshold, relative_depth_threshold, device)[0]
+
+
+@torch.inference_mode()
+def consistency_counts(
+    ref: View, others: list[View], pixel_threshold: float, relative_depth_threshold: float, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[h, w]`` numbers of views in ``others`` that agree with ``ref.depth``, and that have depth where
+    the reference pixel lands (so could have agreed)."""
     assert ref.depth is not None
     h, w = ref.depth.shape
     d_ref = as_tensor(ref.depth, device)
     K_ref = as_tensor(ref.K, device)
     count = torch.zeros((h, w), dtype=torch.int32, device=device)
+    checked = torch.zeros((h, w), dtype=torch.int32, device=device)
     uu, vv = torch.meshgrid(
         torch.arange(w, dtype=torch.float32, device=device),
         torch.arange(h, dtype=torch.float32, device=device),
@@ -60,7 +69,8 @@ def consistency_count(
         rel = (z_back - d_ref).abs() / d_ref.clamp_min(1e-6)
         agree = ok & (err_px < pixel_threshold) & (rel < relative_depth_threshold)
         count += agree.int()
-    return count.cpu().numpy()
+        checked += ok.int()
+    return count.cpu().numpy(), checked.cpu().numpy()
 
 
 def fuse_view(ref: View, others: list[View], cfg: FusionConfig, device: str = "cpu") -> np.ndarray:
