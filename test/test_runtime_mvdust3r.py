@@ -99,8 +99,11 @@ FP16_PTS_REL_TOL = 0.015  # 2.4x the measured 2-view 6.3e-3 (1.3x MVDp's 4-view 
 FP16_CONF_REL_TOL = 0.01  # 3.6x the measured 2.8e-3 (2.6x MVDp's 3.8e-3)
 FP16_POSE_ROT_TOL_DEG = 0.01  # 4.8x the measured 2.1e-3 deg (~3x the 4-view values)
 FP16_POSE_TRANS_REL_TOL = 0.005  # 12x the measured 4.2e-4 (2x MVDp's 4-view 2.4e-3)
-FP32_POSE_ROT_TOL_DEG = 1e-4  # measured 5e-7 deg
-FP32_POSE_TRANS_REL_TOL = 1e-5  # measured 5e-7
+# ORT FP32 vs torch, poses: measured 5e-7 to 9.5e-7 deg / 4.5e-7 here, but 6.3e-4 deg / 2.5e-4 in a CI run
+# on the same VM under load (the pose recovery amplifies 1e-6 point differences at inlier decisions):
+# tolerances are ~5x the worst measured, still 3x below the FP16 bounds.
+FP32_POSE_ROT_TOL_DEG = 3e-3
+FP32_POSE_TRANS_REL_TOL = 1.5e-3
 K_FIXTURE = np.array([[180.0, 0.0, 111.5], [0.0, 180.0, 111.5], [0.0, 0.0, 1.0]])
 
 
