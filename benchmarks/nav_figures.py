@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
+
 from recon_ros.config import from_dict
 from recon_ros.pipeline.sources import build_depth_source
 from recon_ros.synthetic import SyntheticConfig, SyntheticSequence
@@ -27,12 +29,15 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=5)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides, e.g. navigation.min_pixels_per_voxel=2 (YAML values)")
     args = ap.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         seq = SyntheticSequence(SyntheticConfig(seed=seed, n_frames=args.frames, width=args.width,
                                                 height=args.width * 3 // 4, rate_hz=2.0))
-        cfg = from_dict({"runtime.device": "cpu"})
+        cfg = from_dict({"runtime.device": "cpu", **overrides})
         depth = (NoisyGroundTruthDepth(seq.scene, 0.005, 0.005, seed=seed) if args.depth == "noisy"
                  else build_depth_source(cfg, "cpu"))
         for out, nav, tf in drive_navigation(seq, cfg, depth):
@@ -43,7 +48,8 @@ def main() -> None:
                 print({k: round(v, 4) for k, v in row.items()}, flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"depth": args.depth, "width": args.width, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"depth": args.depth, "width": args.width, "overrides": overrides,
+                                         "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
