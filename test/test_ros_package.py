@@ -297,3 +297,14 @@ def test_setup_py_installs_the_ros_data_files() -> None:
     for folder in ("launch", "config", "rviz", "msg", "srv"):
         assert f'share/{{PACKAGE}}/{folder}"' in text, folder
     assert "recon_node = recon_ros.nodes.recon_node:main" in text
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, "1000"), ({"GOMP_SPINCOUNT": "50"}, "50"),
+                                               ({"OMP_WAIT_POLICY": "ACTIVE"}, None)])
+def test_short_openmp_spin_unless_the_user_chose(env: dict[str, str], expected: str | None) -> None:
+    """recon_ros sets GOMP_SPINCOUNT=1000 before torch loads (measured: 0.89 -> 0.50 s per view beside a
+    busy process, same speed idle); a user's GOMP_SPINCOUNT or OMP_WAIT_POLICY is left as it is."""
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", "import os, recon_ros; print(os.environ.get('GOMP_SPINCOUNT'))"],
+                         env={**base, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(expected)
