@@ -156,12 +156,11 @@ class LiveRecon:
         ``sync.timeout_s`` of wall-clock time (recording ended, cameras stopped) the frame sets still
         being assembled are settled now — sent on with ``sync.min_cameras`` images, else counted as
         incomplete — instead of waiting for an image that may never come. Returns how many were queued."""
-        fe = self.frontend
         idle = self._last_image_monotonic is not None and (
             time.monotonic() - self._last_image_monotonic > self.cfg.sync.timeout_s)
-        if not idle or not (fe.sync.pending or fe.awaiting_info or fe.waiting_for_tf):
+        if not idle or not self.frontend.has_pending:
             return 0
-        return self._submit(fe.flush())
+        return self._submit(self.frontend.flush())
 
     def _submit(self, framesets: list[FrameSet]) -> int:
         for fs in framesets:

@@ -97,6 +97,9 @@ class ReconNode(LifecycleNode):
         self._tf_buffer: TfBuffer | None = None
         self._status_timer: Any = None
         self._idle_timer: Any = None
+        # Timers run on the steady clock: with use_sim_time a ROS-time timer stops with /clock (a paused
+        # or finished bag), and status and the input tick must keep running then.
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._log_handler = route_python_logging(self.get_logger(), level=int(self.get_logger().get_effective_level()))
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -116,9 +119,6 @@ class ReconNode(LifecycleNode):
             self.get_logger().debug("configure failed at:\n" + traceback.format_exc())
             self._release()
             return TransitionCallbackReturn.FAILURE
-        # Timers on the steady clock: with use_sim_time a ROS-time timer stops with /clock (a paused or
-        # finished bag), and status and the input tick must keep running then.
-        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._status_timer = self.create_timer(1.0, self._on_status_timer, callback_group=self._status_group,
                                                clock=self._steady)
         self.get_logger().info(

@@ -96,7 +96,6 @@ class FrontEnd:
         # CameraInfo. They wait (at most sync.max_pending per camera, sync.timeout_s behind the newest
         # image) and go through as soon as the calibration arrives; otherwise they are counted drops.
         self.awaiting_info: dict[str, deque[tuple[int, np.ndarray, str | None]]] = {}
-        self._info_seen: set[str] = set()  # cameras with at least one CameraInfo (good or rejected)
         self._newest_image_ns: int | None = None
         # Cameras absent from the latest frame sets (degraded rig) -> stamp of the first set without them.
         self.missing_since: dict[str, int] = {}
@@ -116,7 +115,6 @@ class FrontEnd:
         rectification maps (built once per calibration) and the rectified intrinsics. A bad one is
         counted and logged; the last good one stays in use."""
         topic = self.cfg.camera_info_topic(camera)
-        self._info_seen.add(camera)
         try:
             cal = calibration_from_camera_info(msg)
         except BadMessage as exc:
@@ -174,7 +172,7 @@ class FrontEnd:
         self.images_received[camera] += 1
         self._newest_image_ns = stamp_ns if self._newest_image_ns is None else max(self._newest_image_ns, stamp_ns)
         completed = self._settle_awaiting_info(final=False)
-        if camera not in self.camera_info and camera not in self._info_seen:
+        if not self._info_arrived(camera):
             held = self.awaiting_info.setdefault(camera, deque())
             held.append((stamp_ns, rgb, frame_id))
             if len(held) > self.cfg.sync.max_pending:
@@ -192,7 +190,7 @@ class FrontEnd:
         timeout = int(self.cfg.sync.timeout_s * NS)
         for camera in list(self.awaiting_info):
             held = self.awaiting_info[camera]
-            if camera in self.camera_info or camera in self._info_seen:
+            if self._info_arrived(camera):
                 del self.awaiting_info[camera]
                 for stamp_ns, rgb, frame_id in held:
                     completed.extend(self._add_with_info(camera, stamp_ns, rgb, frame_id))
@@ -202,6 +200,15 @@ class FrontEnd:
             if not held:
                 del self.awaiting_info[camera]
         return completed
+
+    def _info_arrived(self, camera: str) -> bool:
+        """A CameraInfo came for ``camera`` (in use, or rejected: then its images are dropped, not held)."""
+        return camera in self.camera_info or camera in self.camera_info_rejected
+
+    @property
+    def has_pending(self) -> bool:
+        """Images held for CameraInfo, frame sets being assembled or waiting for TF."""
+        return bool(self.sync.pending or self.awaiting_info or self.waiting_for_tf)
 
     def _drop_missing_info(self, camera: str, stamp_ns: int, why: str) -> None:
         rejected = self.camera_info_rejected.get(camera)

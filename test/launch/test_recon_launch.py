@@ -215,7 +215,8 @@ class TestEndToEnd(RosTestCase):
                 ok = np.isfinite(d) & (gt > 0)
                 errs.append(np.abs(d[ok] - gt[ok]) / gt[ok])
         depth_image_absrel = float(np.mean(np.concatenate(errs)))
-        self.assertLessEqual(depth_image_absrel, ABSREL_BOUND)  # published (filtered) depth images; measured 0.76-1.19 %
+        # published (filtered) depth images; measured 0.76-1.19 %
+        self.assertLessEqual(depth_image_absrel, ABSREL_BOUND)
         # Fused map: the same frame sets through the same engine -> the bag tool's map within 5 %
         # (measured 0 % difference; voxel insertion order may differ by a few points).
         self.assertLessEqual(abs(len(map_pts) - len(ref_map)), 0.05 * len(ref_map) + 10,

@@ -9,6 +9,7 @@ plain Reshape/Transpose nodes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +49,9 @@ class ConvBNBlock(nn.Module):
     kernel is cached until a weight or statistic changes. Training, exports and GPUs run the plain layers.
     """
 
-    #: Switch for the Winograd path. On: one 256 -> 256 5x5 layer at 224x224 took 0.35x the time of
-    #: oneDNN's direct convolution with 2 threads (benchmarks/README.md, "Side by side with upstream
-    #: MV-DUSt3R"); it caches a 16 MB transformed kernel per layer.
+    #: Switch for the Winograd path. On: one 256 -> 256 5x5 layer at 224x224 took 0.77x the time of
+    #: oneDNN's direct convolution with 2 threads on the loaded VM (0.42-0.68x at lower load, 0.52x on one
+    #: thread; benchmarks/README.md, "Second round (v2)"); it caches a 16 MB transformed kernel per layer.
     use_winograd = True
     #: Switch for the FFT path. Off: it measured 0.63-0.93 of the direct convolution per layer on one
     #: thread, but the whole network with 2 threads was not faster than upstream with it (1.08, see
@@ -73,23 +74,17 @@ class ConvBNBlock(nn.Module):
         bias = (self.conv.bias - bn.running_mean) * scale + bn.bias
         return weight, bias
 
-    def _param_key(self) -> tuple:
-        """Identity and version of every tensor the folded kernel depends on (in-place edits bump it)."""
+    def _transformed(self, slot: str, build: Callable[[torch.Tensor], Any], weight: torch.Tensor) -> Any:
+        """``build(weight)`` cached in attribute ``slot`` until a tensor the folded kernel depends on changes
+        (identity and version: in-place edits bump it)."""
         params = (self.conv.weight, self.conv.bias, self.norm.weight, self.norm.bias, self.norm.running_mean,
                   self.norm.running_var)
-        return tuple((t.data_ptr(), t._version) for t in params if t is not None)
-
-    def _fft_spectrum(self, weight: torch.Tensor) -> torch.Tensor:
-        key = self._param_key()
-        if self._spectrum is None or self._spectrum[0] != key:
-            self._spectrum = (key, kernel_spectrum(weight.detach()))
-        return self._spectrum[1]
-
-    def _winograd_kernel(self, weight: torch.Tensor) -> WinogradKernel:
-        key = self._param_key()
-        if self._winograd is None or self._winograd[0] != key:
-            self._winograd = (key, winograd_kernel(weight.detach()))
-        return self._winograd[1]
+        key = tuple((t.data_ptr(), t._version) for t in params if t is not None)
+        cached = getattr(self, slot)
+        if cached is None or cached[0] != key:
+            cached = (key, build(weight.detach()))
+            setattr(self, slot, cached)
+        return cached[1]
 
     def forward(self, x: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
         """``workspace``: scratch buffers for the Winograd path, shared by a run of layers."""
@@ -100,9 +95,9 @@ class ConvBNBlock(nn.Module):
         wide = k == 5 and self.conv.in_channels >= 64
         # The Winograd path writes into preallocated buffers, which autograd cannot follow.
         if wide and self.use_winograd and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-            y = winograd_conv2d(x, self._winograd_kernel(weight), bias.detach(), workspace)
+            y = winograd_conv2d(x, self._transformed("_winograd", winograd_kernel, weight), bias.detach(), workspace)
         elif wide and self.use_fft:
-            y = fft_conv2d(x, self._fft_spectrum(weight), bias, k)
+            y = fft_conv2d(x, self._transformed("_spectrum", kernel_spectrum, weight), bias, k)
         else:
             y = F.conv2d(x, weight, bias, padding=self.conv.padding)
         return F.selu(y, inplace=True) if isinstance(self.act, nn.SELU) else y
