@@ -64,6 +64,11 @@ PARAMS = {"depth": {"min_depth_m": 0.4, "max_depth_m": 10.0}, "runtime": {"queue
           "qos": {"images": "reliable"}, "sync": {"timeout_s": 2.0}}
 ABSREL_BOUND = 0.03  # the bag tool's bound (test_bag_tool.py::test_small_scene_accuracy)
 OUT_TIMEOUT_S = 400.0
+# The player starts once this topic has a subscriber, which the test makes when its own readers are matched
+# with the node's publishers and the node's image subscriptions exist. Waiting for subscribers on the image
+# topics alone is not enough: this test's own image_raw and /tf readers satisfy it, and a CI run lost every
+# message of two depth topics to readers the node's writers had not matched yet.
+START_TOPIC = "/recon_e2e/start"
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -89,7 +94,7 @@ def generate_test_description():
     player = launch.actions.ExecuteProcess(
         cmd=[sys.executable, "-m", "recon_ros.nodes.player", str(tmp / "bag"), "--rate", "1.0",
              "--wait-for-subscribers", *[f"/{c}/{t}" for c in seq.camera_names for t in ("image_raw", "camera_info")],
-             "/tf", "/tf_static"],
+             "/tf", "/tf_static", START_TOPIC],
         output="screen")
     context = {"seq": seq, "reference": reference, "player": player, "tmp": tmp}
     return launch.LaunchDescription([recon, player, launch_testing.actions.ReadyToTest()]), context
@@ -144,6 +149,16 @@ class TestEndToEnd(RosTestCase):
     def test_outputs_accuracy_and_parity_with_the_bag_tool(self, proc_info, player, seq, reference):
         cams = seq.camera_names
         listen = Listener(self.node, cams)
+        outputs = [k for k in listen.topics if k.startswith("/recon/") or k == "/diagnostics"]
+
+        def ready() -> bool:
+            return (all(listen.subs[k].get_publisher_count() >= 1 for k in outputs)
+                    and all(self.node.count_subscribers(f"/{c}/image_raw") >= 2 for c in cams))
+
+        self.assertTrue(self.wait_for(ready, timeout=120), "the node's publishers/subscriptions never appeared: "
+                        + str([k for k in outputs if listen.subs[k].get_publisher_count() < 1]))
+        time.sleep(1.0)  # the node's side of the matching (discovery is per process) completes about now
+        self.node.create_subscription(Image, START_TOPIC, lambda _m: None, 1)
         proc_info.assertWaitForShutdown(process=player, timeout=OUT_TIMEOUT_S)
         launch_testing.asserts.assertExitCodes(proc_info, process=player)
         ref_keyframes = reference.engine.keyframe_count
