@@ -42,7 +42,7 @@ def main() -> None:
                  else build_depth_source(cfg, "cpu"))
         for out, nav, tf in drive_navigation(seq, cfg, depth):
             if nav.labels:
-                row = {"seed": seed, "keyframe": out.keyframe_id,
+                row = {"seed": seed, "keyframe": out.depth_keyframe_id,
                        **navigation_figures(seq.scene, out, nav, tf.lookup, cfg.navigation)}
                 rows.append(row)
                 print({k: round(v, 4) for k, v in row.items()}, flush=True)

@@ -27,7 +27,7 @@ from recon_ros.io.messages import (
 )
 from recon_ros.io.outputs import engine_flush_messages, engine_step_messages
 from recon_ros.pipeline.depth_metrics import PublishedDepthSummary
-from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.engine import CloudOutput, FlushOutput, KeyframeOutput, ReconstructionEngine, ViewOutput
 from recon_ros.pipeline.frames import DropCounter
 from recon_ros.pipeline.frontend import FrontEnd
 from recon_ros.pipeline.tf_buffer import TfBuffer, add_tf_message
@@ -41,6 +41,11 @@ class BagRunResult:
     keyframes: list[KeyframeOutput] = field(default_factory=list)
     clouds: list[CloudOutput] = field(default_factory=list)
     engine: ReconstructionEngine | None = None
+    final: FlushOutput | None = None  # what the end-of-bag flush produced (keep_outputs)
+
+    def depth_views(self) -> list[ViewOutput]:
+        """Every published depth image (keep_outputs): per keyframe step, then the flush's."""
+        return [v for k in self.keyframes for v in k.views] + (self.final.views if self.final else [])
 
 
 def run_bag(
@@ -59,6 +64,7 @@ def run_bag(
     tf = TfBuffer()
     kept: list[KeyframeOutput] = []
     kept_clouds: list[CloudOutput] = []
+    final: FlushOutput | None = None
     t_start = time.perf_counter()
 
     with BagReader(input_path, kit) as reader:
@@ -159,9 +165,11 @@ def run_bag(
             handle(frontend.flush())
             final = engine.flush()
             if keep_outputs:
-                kept_clouds.extend(final)
+                kept_clouds.extend(final.clouds)
+            for v in final.views:
+                depth_summary.add_published(v.camera, v.stamp_ns, v.depth, v.confidence)
             if writer is not None:
-                stamp, msgs = engine_flush_messages(kit, cfg, engine, final)
+                stamp, msgs = engine_flush_messages(kit, cfg, engine, final, tf.lookup)
                 for topic, msg in msgs:
                     writer.write(topic, msg, stamp)
         finally:
@@ -201,4 +209,4 @@ def run_bag(
         )
     if summary_path:
         Path(summary_path).write_text(json.dumps(summary, indent=2))
-    return BagRunResult(summary, kept, kept_clouds, engine)
+    return BagRunResult(summary, kept, kept_clouds, engine, final if keep_outputs else None)

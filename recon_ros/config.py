@@ -118,6 +118,10 @@ class DepthConfig:
     num_sources: int = _f(4, "Source views per reference view (chosen by frustum overlap).")
     min_overlap: float = _f(0.2, "Minimum frustum overlap for a view to be used as source.")
     min_baseline_m: float = _f(0.05, "Source views closer than this to the reference are skipped (no parallax).")
+    wait_for_next_keyframe: bool = _f(
+        True, "Estimate a keyframe's depth when the next keyframe arrives, with sources on both sides: covers "
+        "what no earlier keyframe saw (a backward-facing camera's far side; measured +10 points of coverage "
+        "there) at one keyframe interval more latency. False = at once, from earlier keyframes only.")
     num_planes: int = _f(96, "Plane-sweep hypotheses, uniform in inverse depth.")
     zncc_window: int = _f(7, "Plane-sweep ZNCC window size in pixels (odd).")
     seed: int = _f(0, "Seed of the diffusion noise (reproducible learned depth).")
@@ -321,8 +325,9 @@ class ReconConfig:
             )
         if self.depth.zncc_window % 2 == 0:
             raise ConfigError(f"parameter 'depth.zncc_window' must be odd, got {self.depth.zncc_window}")
-        if not 0 <= self.fusion.delay_keyframes < self.keyframes.buffer_size:
-            raise ConfigError("fusion.delay_keyframes must be >= 0 and < keyframes.buffer_size")
+        if not 0 <= self.fusion.delay_keyframes < self.keyframes.buffer_size - int(self.depth.wait_for_next_keyframe):
+            raise ConfigError("fusion.delay_keyframes must be >= 0 and < keyframes.buffer_size (minus 1 with "
+                              "depth.wait_for_next_keyframe)")
         for name in ("keyframes.buffer_size", "runtime.queue_size", "sync.max_pending", "map.max_points"):
             if get_value(self, name) < 1:
                 raise ConfigError(f"parameter '{name}' must be >= 1 (it bounds memory)")

@@ -41,7 +41,7 @@ def run_demo(out: str | Path, cfg: ReconConfig, *, cameras: int = 4, frames: int
     save_png(out / "map.png", render_points(pts, cols))
 
     report = evaluate(seq, result.clouds, pts)
-    report["published_depth"] = evaluate_published(seq, result.keyframes)
+    report["published_depth"] = evaluate_published(seq, result.depth_views())
     report["seconds_per_stage"] = {"render_synthetic": round(t_render, 3), **result.summary["seconds_per_stage"]}
     report["summary"] = {k: result.summary[k] for k in ("images_total", "frame_sets", "keyframes",
                                                          "images_in_keyframes", "images_not_keyframe",

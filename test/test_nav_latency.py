@@ -24,6 +24,7 @@ from recon_ros.synthetic.stream import GroundTruthDepth, LoopingStream, SlowDept
 
 TRANSPORT_MS = 40.0  # images arrive this long after their stamp
 DEPTH_SLEEP_S = 0.03  # per view
+FRAME_MS = 100.0  # the stream's frame interval (10 Hz)
 
 
 class VirtualClock:
@@ -78,6 +79,18 @@ def test_stages_are_reported_and_add_up(run: dict[str, Any]) -> None:
     assert stages["queue"] >= 0.0 and stages["cloud"] > 0.0 and stages["publish"] > 0.0
     assert total >= TRANSPORT_MS + stages["depth"]
     assert s["nav_points"] > 0 and s["nav_frame"] == "base_link"
+    # depth.wait_for_next_keyframe (default): the cloud is the previous keyframe's, published when the next
+    # one is processed. Keyframes here are at least one frame (100 ms of the virtual clock) apart and the next
+    # one's processing starts after it arrives, so stamp -> its start is at least a frame plus transport.
+    waited = stages["decode"] + stages["sync"] + stages["queue"] + stages["next_keyframe"]
+    assert stages["next_keyframe"] > 0.0 and waited >= FRAME_MS + TRANSPORT_MS - 1.0
+
+
+def test_without_waiting_for_the_next_keyframe_that_stage_is_zero() -> None:
+    s = run_live(6, **{"depth.wait_for_next_keyframe": False})["status"]
+    stages = s["nav_latency_ms"]
+    assert stages["next_keyframe"] == pytest.approx(0.0, abs=1e-6)
+    assert sum(stages.values()) == pytest.approx(s["nav_stamp_to_publish_ms"], abs=1e-3)
 
 
 def test_status_and_diagnostics_carry_the_stages(run: dict[str, Any]) -> None:

@@ -56,7 +56,7 @@ def scene_run(request) -> tuple[SyntheticSequence, list[dict]]:
         if nav.labels:
             figures.append({**navigation_figures(seq.scene, out, nav, tf.lookup, cfg.navigation),
                             "capped": nav.counts["capped"], "frame": nav.frame_id, "stamp": nav.stamp_ns,
-                            "out_stamp": out.stamp_ns})
+                            "out_stamp": out.depth_stamp_ns})
     assert len(figures) >= 2, "expected navigation clouds from at least two keyframe steps"
     return seq, figures
 
@@ -257,7 +257,7 @@ def test_moving_box_is_marked_where_it_is_and_cleared_where_it_was() -> None:
     naive = VoxelLayerModel(0.1, (-4.0, -3.0, 0.0), (4.0, 3.0, 2.0))
     history = []
     render = lambda stamp, T: scene.render(stamp, T, seq.K, 160, 120)[0]  # noqa: E731
-    for out, nav, tf in drive(seq, cfg, MovingSceneDepth(scene), render=render):
+    for _out, nav, tf in drive(seq, cfg, MovingSceneDepth(scene), render=render):
         for rays in nav.clearing:
             T = tf.lookup("odom", rays.frame_id, rays.stamp_ns)
             costmap.clear(T[:3, 3], rays.points @ T[:3, :3].T + T[:3, 3])
@@ -268,9 +268,9 @@ def test_moving_box_is_marked_where_it_is_and_cleared_where_it_was() -> None:
             naive.clear(T[:3, 3], obstacles)
         naive.mark(obstacles)
         marked = costmap.marked_centres()
-        box_now = scene.at(out.stamp_ns)
+        box_now = scene.at(nav.stamp_ns)
         history.append({
-            "moved": out.stamp_ns >= moving.move_stamp_ns,
+            "moved": nav.stamp_ns >= moving.move_stamp_ns,
             "at_old_place": int(_in_box(marked, moving.box(moved=False), 0.1).sum()),
             "at_new_place": int(_in_box(marked, moving.box(moved=True), 0.1).sum()),
             # Ghosts: marked voxels no current surface explains (> 1.5 voxels from every true surface).

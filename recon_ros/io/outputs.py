@@ -33,7 +33,7 @@ from recon_ros.io.messages import (
     make_transform_stamped,
     numpy_to_image,
 )
-from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.engine import CloudOutput, FlushOutput, KeyframeOutput, ReconstructionEngine, ViewOutput
 from recon_ros.pipeline.navigation import Lookup, NavigationCloud, NavigationCloudBuilder
 
 
@@ -59,8 +59,19 @@ def output_topics(cfg: ReconConfig) -> dict[str, str]:
 def keyframe_messages(kit: MessageKit, cfg: ReconConfig, out: KeyframeOutput,
                       path: list[tuple[int, np.ndarray]] | None = None) -> list[tuple[str, Any]]:
     """Messages for one processed keyframe, all stamped with the source image stamps."""
-    msgs: list[tuple[str, Any]] = cloud_messages(kit, cfg, out.clouds)
-    for v in out.views:
+    msgs = cloud_messages(kit, cfg, out.clouds) + depth_messages(kit, cfg, out.views)
+    tf = tf_messages(kit, cfg, out)
+    if tf is not None:
+        msgs.append(("/tf", tf))
+    if path:
+        msgs.append((cfg.output_topic("path"), make_path(kit, path, out.stamp_ns, cfg.frames.map)))
+    return msgs
+
+
+def depth_messages(kit: MessageKit, cfg: ReconConfig, views: list[ViewOutput]) -> list[tuple[str, Any]]:
+    """Depth image, confidence, camera info and KeyframeDepth of each view, stamped with its image stamp."""
+    msgs: list[tuple[str, Any]] = []
+    for v in views:
         h, w = v.depth.shape
         msgs.append((cfg.output_topic("depth", v.camera, "image"),
                      numpy_to_image(kit, v.depth, "32FC1", v.stamp_ns, v.frame_id)))
@@ -69,13 +80,8 @@ def keyframe_messages(kit: MessageKit, cfg: ReconConfig, out: KeyframeOutput,
         msgs.append((cfg.output_topic("depth", v.camera, "camera_info"),
                      make_camera_info(kit, v.K, w, h, v.stamp_ns, v.frame_id)))
         msgs.append((cfg.output_topic("keyframe_depth"), make_keyframe_depth(
-            kit, keyframe_id=out.keyframe_id, camera=v.camera, depth=v.depth, confidence=v.confidence,
+            kit, keyframe_id=v.keyframe_id, camera=v.camera, depth=v.depth, confidence=v.confidence,
             K=v.K, T_map_cam=v.T_map_cam, stamp_ns=v.stamp_ns, frame_id=v.frame_id)))
-    tf = tf_messages(kit, cfg, out)
-    if tf is not None:
-        msgs.append(("/tf", tf))
-    if path:
-        msgs.append((cfg.output_topic("path"), make_path(kit, path, out.stamp_ns, cfg.frames.map)))
     return msgs
 
 
@@ -91,15 +97,20 @@ def cloud_messages(kit: MessageKit, cfg: ReconConfig, clouds: list[CloudOutput])
     ]
 
 
-def navigation_cloud(cfg: ReconConfig, out: KeyframeOutput, lookup: Lookup) -> NavigationCloud:
-    """The navigation cloud of one keyframe step, from the depth the engine publishes for the NEW keyframe.
+def navigation_cloud(cfg: ReconConfig, out: KeyframeOutput | FlushOutput, lookup: Lookup
+                     ) -> NavigationCloud | None:
+    """The navigation cloud of one step, from the published depth of the newest keyframe that got depth
+    at it (``out.depth_keyframe_id``: the previous keyframe with ``depth.wait_for_next_keyframe``), stamped
+    with that keyframe's stamp; None when no view got depth.
 
-    Views of older keyframes that only now got depth are left out: their points would be stamped with
-    the new keyframe's stamp in a moving frame (base_link), i.e. in the wrong place.
+    Views of older keyframes that only got depth now are left out: one cloud holds one stamp, and their
+    points in a moving frame (base_link) would be placed at the wrong time.
     """
-    views = [v for v in out.views if v.keyframe_id in (out.keyframe_id, -1)]
+    views = [v for v in out.views if v.keyframe_id == out.depth_keyframe_id]
+    if not views:
+        return None
     builder = NavigationCloudBuilder(cfg.navigation, cfg.fusion.confidence_threshold)
-    return builder.build(views, out.stamp_ns, lookup)
+    return builder.build(views, out.depth_stamp_ns, lookup)
 
 
 def navigation_messages(kit: MessageKit, cfg: ReconConfig, nav: NavigationCloud) -> list[tuple[str, Any]]:
@@ -119,8 +130,8 @@ def tf_messages(kit: MessageKit, cfg: ReconConfig, out: KeyframeOutput) -> Any |
         return make_tf_message(kit, [make_transform_stamped(kit, out.T_map_odom, out.stamp_ns, cfg.frames.map,
                                                             cfg.frames.odom)])
     if mode == "map_camera" or (mode == "map_odom" and out.T_odom_base is None):
-        return make_tf_message(kit, [make_transform_stamped(kit, v.T_map_cam, v.stamp_ns, cfg.frames.map, v.frame_id)
-                                     for v in out.views])
+        return make_tf_message(kit, [make_transform_stamped(kit, T, stamp, cfg.frames.map, frame)
+                                     for frame, stamp, T in out.camera_poses])
     return None
 
 
@@ -151,19 +162,26 @@ def engine_step_messages(kit: MessageKit, cfg: ReconConfig, engine: Reconstructi
     """
     msgs = []
     if lookup is not None and cfg.navigation.enabled:
-        msgs += navigation_messages(kit, cfg, navigation_cloud(cfg, out, lookup))
+        nav = navigation_cloud(cfg, out, lookup)
+        msgs += navigation_messages(kit, cfg, nav) if nav is not None else []
     msgs += keyframe_messages(kit, cfg, out, thin_path(list(engine.path)))
     pts, cols = engine.map.arrays()
     msgs.append((cfg.output_topic("map"), map_message(kit, cfg, pts, cols, out.stamp_ns)))
     return msgs
 
 
-def engine_flush_messages(kit: MessageKit, cfg: ReconConfig, engine: ReconstructionEngine,
-                          clouds: list[CloudOutput]) -> tuple[int, list[tuple[str, Any]]]:
-    """(stamp, messages) for the clouds ``engine.flush()`` fused, plus the map; stamp = newest cloud."""
-    if not clouds:
+def engine_flush_messages(kit: MessageKit, cfg: ReconConfig, engine: ReconstructionEngine, out: FlushOutput,
+                          lookup: Lookup | None = None) -> tuple[int, list[tuple[str, Any]]]:
+    """(stamp, messages) for what ``engine.flush()`` produced: the navigation cloud (with ``lookup``), the
+    last depth images, the clouds, then the map; stamp = the newest of them."""
+    stamps = [c.stamp_ns for c in out.clouds] + [v.stamp_ns for v in out.views]
+    if not stamps:
         return 0, []
-    stamp = max(c.stamp_ns for c in clouds)
+    msgs = []
+    if lookup is not None and cfg.navigation.enabled:
+        nav = navigation_cloud(cfg, out, lookup)
+        msgs += navigation_messages(kit, cfg, nav) if nav is not None else []
+    msgs += depth_messages(kit, cfg, out.views) + cloud_messages(kit, cfg, out.clouds)
     pts, cols = engine.map.arrays()
-    map_msg = (cfg.output_topic("map"), map_message(kit, cfg, pts, cols, stamp))
-    return stamp, [*cloud_messages(kit, cfg, clouds), map_msg]
+    msgs.append((cfg.output_topic("map"), map_message(kit, cfg, pts, cols, max(stamps))))
+    return max(stamps), msgs

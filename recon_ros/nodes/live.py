@@ -26,7 +26,7 @@ from recon_ros.io.messages import (
     stamp_to_ns,
 )
 from recon_ros.io.outputs import engine_flush_messages, engine_step_messages, navigation_cloud, navigation_messages
-from recon_ros.pipeline.engine import KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.engine import FlushOutput, KeyframeOutput, ReconstructionEngine
 from recon_ros.pipeline.frames import FrameSet
 from recon_ros.pipeline.frontend import FrontEnd
 from recon_ros.pipeline.latency import NavLatencyTracker
@@ -175,19 +175,25 @@ class LiveRecon:
     # ---- outputs (worker thread) ----------------------------------------------------------------
     def _on_keyframe(self, fs: FrameSet, out: KeyframeOutput) -> None:
         if self.cfg.navigation.enabled:  # first: a planner waits for it; the map message can take long
-            nav = navigation_cloud(self.cfg, out, self.tf.lookup)
-            t0 = time.perf_counter()
-            for topic, msg in navigation_messages(self.kit, self.cfg, nav):
-                self.publish(topic, msg)
-            self.nav_latency.on_published(out.stamp_ns, out.stage_seconds, nav.build_s, time.perf_counter() - t0,
-                                          len(nav.points))
-            missing = nav.counts["views_without_tf"]
-            if missing:  # counted (status, diagnostics) and logged; the other cameras' points still go out
-                self.nav_views_without_tf += missing
-                LOG.warning("navigation cloud @ %.3f s: %d camera(s) without TF to '%s' at the image stamp",
-                            out.stamp_ns * 1e-9, missing, self.cfg.navigation.frame)
+            self._publish_navigation(out, fs.stamp_ns)
         for topic, msg in engine_step_messages(self.kit, self.cfg, self.engine, out):
             self.publish(topic, msg)
+
+    def _publish_navigation(self, out: KeyframeOutput | FlushOutput, step_stamp_ns: int | None) -> None:
+        nav = navigation_cloud(self.cfg, out, self.tf.lookup)
+        if nav is None:  # no view got depth at this step (the first keyframe waits for the next one)
+            return
+        t0 = time.perf_counter()
+        for topic, msg in navigation_messages(self.kit, self.cfg, nav):
+            self.publish(topic, msg)
+        if isinstance(out, KeyframeOutput) and step_stamp_ns is not None:
+            self.nav_latency.on_published(nav.stamp_ns, out.stage_seconds, nav.build_s, time.perf_counter() - t0,
+                                          len(nav.points), step_stamp_ns)
+        missing = nav.counts["views_without_tf"]
+        if missing:  # counted (status, diagnostics) and logged; the other cameras' points still go out
+            self.nav_views_without_tf += missing
+            LOG.warning("navigation cloud @ %.3f s: %d camera(s) without TF to '%s' at the image stamp",
+                        nav.stamp_ns * 1e-9, missing, self.cfg.navigation.frame)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Emit what is pending: incomplete frame sets, queued work, then the keyframes awaiting fusion.
@@ -197,7 +203,10 @@ class LiveRecon:
         self._submit(self.frontend.flush())
         idle = self.worker.wait_idle(timeout)
         with self.worker.exclusive():
-            _, msgs = engine_flush_messages(self.kit, self.cfg, self.engine, self.engine.flush())
+            out = self.engine.flush()
+            if self.cfg.navigation.enabled:
+                self._publish_navigation(out, None)
+            _, msgs = engine_flush_messages(self.kit, self.cfg, self.engine, out)
             for topic, msg in msgs:
                 self.publish(topic, msg)
         return idle

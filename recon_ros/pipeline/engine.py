@@ -72,10 +72,11 @@ class CloudOutput:
 
 @dataclass
 class KeyframeOutput:
-    """Depth of the new keyframe, plus the clouds of the keyframes fused at this step.
+    """Depth images due at this step, plus the clouds of the keyframes fused at it.
 
-    Fusion of keyframe k waits for ``fusion.delay_keyframes`` newer keyframes so that each pixel
-    can be checked against views on both sides of it; ``ReconstructionEngine.flush`` fuses the rest.
+    Depth of keyframe k is estimated when keyframe k+1 arrives (``depth.wait_for_next_keyframe``; else
+    at once). Fusion of keyframe k waits for ``fusion.delay_keyframes`` newer keyframes with depth so that
+    each pixel can be checked against views on both sides of it; ``ReconstructionEngine.flush`` does the rest.
     """
 
     keyframe_id: int
@@ -89,6 +90,23 @@ class KeyframeOutput:
     stage_seconds: dict[str, float]
     scale: float = 1.0
     scale_residual_m: float = 0.0
+    # The newest keyframe whose depth is in ``views`` (the navigation cloud is built from it) and its stamp:
+    # with depth.wait_for_next_keyframe that is the previous keyframe; -1 when no view got depth this step.
+    depth_keyframe_id: int = -1
+    depth_stamp_ns: int = 0
+    # (frame_id, stamp, T_map_cam) of the new keyframe's cameras (TF in tf_mode map_camera), whether or not
+    # their depth is estimated yet
+    camera_poses: list[tuple[str, int, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
+class FlushOutput:
+    """What ``ReconstructionEngine.flush`` produced: the last depth images and clouds."""
+
+    views: list[ViewOutput]
+    clouds: list[CloudOutput]
+    depth_keyframe_id: int = -1
+    depth_stamp_ns: int = 0
 
 
 class StageTimer:
@@ -244,29 +262,14 @@ class ReconstructionEngine:
             self.T_map_odom = update.T_map_odom
         self.last_scale = (update.scale, update.residual_m)
 
-        candidates = self.keyframes.views() + list(kf.views.values())
-        cfg = self.cfg
-        views_out = []
         with self.timer("depth"):
-            # Views that had no usable source yet (e.g. the very first keyframe) get another chance
-            # now that a newer keyframe exists; they are estimated at most once.
-            waiting = [v for k in self.keyframes for v in k.views.values() if v.depth is None and k.id in self._unfused]
-            for view in [*waiting, *kf.views.values()]:
-                rng = self._depth_range(view)
-                same = [c for c in candidates if c.segment == view.segment]
-                srcs = select_sources(
-                    view, same, rng, cfg.depth.num_sources, cfg.depth.min_overlap, cfg.depth.min_baseline_m
-                )
-                if not srcs:
-                    continue
-                est = self.depth_source.estimate(view, srcs, rng)
-                view.depth, view.confidence, view.valid = est.depth, est.confidence, est.valid
-                views_out.append(self._view_output(view, srcs, same, rng))
+            views_out = self._estimate_depth(kf)
 
-        # delay_keyframes < buffer_size (validated), so an evicted keyframe is always fused already.
+        # The fusion delay counts newer keyframes WITH depth, so waiting for the next keyframe adds one;
+        # the sum is < buffer_size (validated), so an evicted keyframe is always fused already.
         self.keyframes.add(kf)
         self._unfused.append(kf.id)
-        ready = self._unfused[: max(len(self._unfused) - cfg.fusion.delay_keyframes, 0)]
+        ready = self._unfused[: max(len(self._unfused) - self._fusion_delay, 0)]
         clouds = self._fuse(ready)
 
         self.keyframe_count += 1
@@ -275,13 +278,62 @@ class ReconstructionEngine:
             self.path.append((fs.stamp_ns, self.T_map_odom @ T_odom_base))
         return KeyframeOutput(
             kf_id, fs.stamp_ns, reason, views_out, clouds, self.T_map_odom.copy(), T_odom_base, len(self.map),
-            dict(self.timer.last), update.scale, update.residual_m,
+            dict(self.timer.last), update.scale, update.residual_m, *self._newest_depth(views_out),
+            [(v.frame_id, v.stamp_ns, v.T_world_cam.copy()) for v in kf.views.values()],
         )
 
-    def flush(self) -> list[CloudOutput]:
-        """Fuse keyframes still waiting for newer neighbours (end of a bag, before saving a map)."""
+    @property
+    def _fusion_delay(self) -> int:
+        return self.cfg.fusion.delay_keyframes + int(self.cfg.depth.wait_for_next_keyframe)
+
+    def _estimate_depth(self, kf: Keyframe | None) -> list[ViewOutput]:
+        """Depth (and the published depth images) of the views due at this step.
+
+        With ``depth.wait_for_next_keyframe`` a view is estimated once a newer keyframe exists, so its
+        sources lie on both sides of it: the parts of the view that no earlier keyframe saw (the far side
+        of a backward-facing camera, the edge a turn brings in) can be matched too. Views that had no usable
+        source yet (the very first keyframe) wait as well; each view is estimated at most once. ``kf`` is
+        the new keyframe (its views are sources, and due themselves unless waiting); None at flush, where
+        every waiting view is estimated with what exists.
+        """
+        cfg = self.cfg
+        new_views = list(kf.views.values()) if kf is not None else []
+        candidates = self.keyframes.views() + new_views
+        due = [v for k in self.keyframes for v in k.views.values() if v.depth is None and k.id in self._unfused]
+        if kf is not None and not cfg.depth.wait_for_next_keyframe:
+            due += new_views
+        estimated = []
+        for view in due:
+            rng = self._depth_range(view)
+            same = [c for c in candidates if c.segment == view.segment]
+            srcs = select_sources(view, same, rng, cfg.depth.num_sources, cfg.depth.min_overlap,
+                                  cfg.depth.min_baseline_m)
+            if not srcs:
+                continue
+            est = self.depth_source.estimate(view, srcs, rng)
+            view.depth, view.confidence, view.valid = est.depth, est.confidence, est.valid
+            view.consistent_with = est.consistent_with
+            estimated.append((view, srcs, same, rng))
+        # The published-depth filter runs once every view of this step has depth, so views estimated
+        # together (a rectified stereo partner, the keyframe's other cameras) check each other both ways.
+        return [self._view_output(*e) for e in estimated]
+
+    @staticmethod
+    def _newest_depth(views: list[ViewOutput]) -> tuple[int, int]:
+        """(keyframe id, stamp) of the newest keyframe with depth among ``views``; (-1, 0) when none."""
+        if not views:
+            return -1, 0
+        newest = max(v.keyframe_id for v in views)
+        return newest, max(v.stamp_ns for v in views if v.keyframe_id == newest)
+
+    def flush(self) -> FlushOutput:
+        """Depth of views still waiting for a newer keyframe (estimated with the sources that exist), then
+        fusion of every keyframe still waiting for newer neighbours (end of a bag, deactivate, before saving
+        a map)."""
         self.timer.last = {}
-        return self._fuse(list(self._unfused))
+        with self.timer("depth"):
+            views = self._estimate_depth(None)
+        return FlushOutput(views, self._fuse(list(self._unfused)), *self._newest_depth(views))
 
     def _depth_range(self, view: View) -> tuple[float, float]:
         return view.depth_range or (self.cfg.depth.min_depth_m, self.cfg.depth.max_depth_m)

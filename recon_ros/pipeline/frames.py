@@ -53,6 +53,7 @@ class View:
     valid: np.ndarray | None = None  # [h, w] bool: depth passed the photometric mask
     depth_range: tuple[float, float] | None = None  # from the pose source, when it knows one
     segment: int = 0  # odometry segment: views of different segments are never paired (see engine)
+    consistent_with: tuple[tuple[int, str], ...] = ()  # keys the depth source already checked it against
 
     @property
     def size(self) -> tuple[int, int]:

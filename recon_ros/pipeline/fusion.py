@@ -26,18 +26,28 @@ def consistency_count(
     return consistency_counts(ref, others, pixel_threshold, relative_depth_threshold, device)[0]
 
 
-@torch.inference_mode()
 def consistency_counts(
     ref: View, others: list[View], pixel_threshold: float, relative_depth_threshold: float, device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
     """``[h, w]`` numbers of views in ``others`` that agree with ``ref.depth``, and that have depth where
     the reference pixel lands (so could have agreed)."""
+    return consistency(ref, others, pixel_threshold, relative_depth_threshold, device)[:2]
+
+
+@torch.inference_mode()
+def consistency(
+    ref: View, others: list[View], pixel_threshold: float, relative_depth_threshold: float, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[h, w]`` numbers of views in ``others`` that agree with ``ref.depth`` and that have depth where
+    the reference pixel lands (so could have agreed), and the mean relative depth difference over the
+    agreeing views (``inf`` where none agrees): how far the best evidence is from this pixel's depth."""
     assert ref.depth is not None
     h, w = ref.depth.shape
     d_ref = as_tensor(ref.depth, device)
     K_ref = as_tensor(ref.K, device)
     count = torch.zeros((h, w), dtype=torch.int32, device=device)
     checked = torch.zeros((h, w), dtype=torch.int32, device=device)
+    rel_sum = torch.zeros((h, w), dtype=torch.float32, device=device)
     uu, vv = torch.meshgrid(
         torch.arange(w, dtype=torch.float32, device=device),
         torch.arange(h, dtype=torch.float32, device=device),
@@ -70,7 +80,9 @@ def consistency_counts(
         agree = ok & (err_px < pixel_threshold) & (rel < relative_depth_threshold)
         count += agree.int()
         checked += ok.int()
-    return count.cpu().numpy(), checked.cpu().numpy()
+        rel_sum += torch.where(agree, rel, torch.zeros_like(rel))
+    mean_rel = torch.where(count > 0, rel_sum / count.clamp_min(1), torch.full_like(rel_sum, float("inf")))
+    return count.cpu().numpy(), checked.cpu().numpy(), mean_rel.cpu().numpy()
 
 
 def fuse_view(ref: View, others: list[View], cfg: FusionConfig, device: str = "cpu") -> np.ndarray:

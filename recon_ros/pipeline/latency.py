@@ -4,6 +4,8 @@ Stages (milliseconds, they add up to the stamp-to-publish latency by constructio
   decode   decoding + validating the frame set's images (sum over its cameras, callback thread)
   sync     the rest of stamp -> frame set complete: transport, waiting for the other cameras and TF
   queue    waiting for the inference worker
+  next_keyframe  waiting for the next keyframe (depth.wait_for_next_keyframe: a keyframe's depth is
+           estimated when the next one arrives); from this frame set's processing start to that one's
   pose     keyframe preparation (resize) + pose source
   depth    depth source over the new views
   fusion   geometric-consistency fusion of older keyframes + map insert (runs before the cloud)
@@ -22,7 +24,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-NAV_STAGES = ("decode", "sync", "queue", "pose", "depth", "fusion", "cloud", "publish", "other")
+NAV_STAGES = ("decode", "sync", "queue", "next_keyframe", "pose", "depth", "fusion", "cloud", "publish", "other")
 MAX_TRACKED = 256  # images / frame sets remembered while in flight
 WINDOW = 256  # latencies kept for medians
 
@@ -63,18 +65,24 @@ class NavLatencyTracker:
             self._bounded_put(self._start, stamp_ns, now)
 
     def on_published(self, stamp_ns: int, engine_stages_s: dict[str, float], cloud_s: float, publish_s: float,
-                     points: int) -> dict[str, float]:
-        """Record one published navigation cloud; returns its stage breakdown in ms."""
+                     points: int, step_stamp_ns: int | None = None) -> dict[str, float]:
+        """Record one published navigation cloud of the frame set ``stamp_ns``, published at the step of
+        the frame set ``step_stamp_ns`` (a later keyframe when depth waits for it; default the same);
+        returns its stage breakdown in ms."""
         now = self.clock_ns()
         with self._lock:
             ready, decode_s = self._ready.pop(stamp_ns, (now, 0.0))
-            start = self._start.pop(stamp_ns, ready)
+            first_start = self._start.pop(stamp_ns, ready)
+            start = first_start
+            if step_stamp_ns is not None and step_stamp_ns != stamp_ns:
+                start = self._start.get(step_stamp_ns, first_start)
             total_ms = (now - stamp_ns) * 1e-6
             es = engine_stages_s
             stages = {
                 "decode": decode_s * 1e3,
                 "sync": (ready - stamp_ns) * 1e-6 - decode_s * 1e3,
-                "queue": (start - ready) * 1e-6,
+                "queue": (first_start - ready) * 1e-6,
+                "next_keyframe": (start - first_start) * 1e-6,
                 "pose": (es.get("prepare", 0.0) + es.get("pose", 0.0)) * 1e3,
                 "depth": es.get("depth", 0.0) * 1e3,
                 "fusion": (es.get("fusion", 0.0) + es.get("map", 0.0)) * 1e3,
@@ -82,7 +90,7 @@ class NavLatencyTracker:
                 "publish": publish_s * 1e3,
             }
             # Worker start -> publish not covered by a named stage (keyframe gate, buffer, clock jitter).
-            stages["other"] = (now - start) * 1e-6 - sum(stages[k] for k in NAV_STAGES[3:8])
+            stages["other"] = (now - start) * 1e-6 - sum(stages[k] for k in NAV_STAGES[4:9])
             self.last = stages
             self.last_total_ms = total_ms
             self.last_points = points

@@ -43,6 +43,9 @@ class DepthEstimate:
     confidence: np.ndarray  # [h, w] float32 in [0, 1]
     valid: np.ndarray  # [h, w] bool photometric mask (confidence and source coverage)
     stage_confidences: list[np.ndarray] = field(default_factory=list)
+    # Views this estimate is already left-right consistent with (SGBM's own check against its rectified
+    # partner): the published-depth filter does not check it against them again.
+    consistent_with: tuple[tuple[int, str], ...] = ()
 
 
 class DepthSource(Protocol):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import cv2
 import numpy as np
 
 from recon_ros.geometry.camera import project
 from recon_ros.pipeline.depth_metrics import PublishedDepthScore
-from recon_ros.pipeline.engine import CloudOutput, KeyframeOutput
+from recon_ros.pipeline.engine import CloudOutput, ViewOutput
 from recon_ros.synthetic.sequence import SyntheticSequence
 
 COMPLETENESS_THRESHOLD_M = 0.05
@@ -90,14 +92,15 @@ def _completeness(seq: SyntheticSequence, map_points: np.ndarray, n: int) -> flo
     return float(np.mean(d < COMPLETENESS_THRESHOLD_M))
 
 
-def evaluate_published(seq: SyntheticSequence, keyframes: list[KeyframeOutput]) -> dict:
-    """Published depth images (``/recon/depth/<cam>/image``) against exact depth: per camera and overall."""
+def evaluate_published(seq: SyntheticSequence, views: Iterable[ViewOutput]) -> dict:
+    """Published depth images (``/recon/depth/<cam>/image``) against exact depth: per camera and overall.
+
+    ``views``: every published depth image, e.g. ``BagRunResult.depth_views()``."""
     index_of = {stamp: i for i, (stamp, _) in enumerate(seq.poses)}
     score = PublishedDepthScore()
-    for kf in keyframes:
-        for v in kf.views:
-            gt = seq.render_frame(index_of[v.stamp_ns], [v.camera]).depths[v.camera]
-            if gt.shape != v.depth.shape:  # depth computed at depth.width: compare at that resolution
-                gt = cv2.resize(gt, (v.depth.shape[1], v.depth.shape[0]), interpolation=cv2.INTER_NEAREST)
-            score.add(v.camera, v.depth, v.confidence, gt)
+    for v in views:
+        gt = seq.render_frame(index_of[v.stamp_ns], [v.camera]).depths[v.camera]
+        if gt.shape != v.depth.shape:  # depth computed at depth.width: compare at that resolution
+            gt = cv2.resize(gt, (v.depth.shape[1], v.depth.shape[0]), interpolation=cv2.INTER_NEAREST)
+        score.add(v.camera, v.depth, v.confidence, gt)
     return score.report()

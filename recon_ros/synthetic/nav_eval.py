@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 from recon_ros.config import NavigationConfig, ReconConfig
 from recon_ros.geometry.camera import backproject
 from recon_ros.io.outputs import navigation_cloud
-from recon_ros.pipeline.engine import KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.engine import FlushOutput, KeyframeOutput, ReconstructionEngine
 from recon_ros.pipeline.frames import CameraImage, FrameSet, View
 from recon_ros.pipeline.navigation import LABEL_OBSTACLE, LABEL_UNUSED, Lookup, NavigationCloud, voxel_downsample
 from recon_ros.pipeline.sources import DepthEstimate, DepthSource
@@ -31,13 +31,13 @@ from recon_ros.synthetic.sequence import SyntheticSequence
 FLOOR_Z_M = 1e-3  # true surface points below this are the floor (the room's floor is z = 0)
 
 
-def navigation_figures(scene: Scene, out: KeyframeOutput, nav: NavigationCloud, lookup: Lookup,
+def navigation_figures(scene: Scene, out: KeyframeOutput | FlushOutput, nav: NavigationCloud, lookup: Lookup,
                        cfg: NavigationConfig, odom_frame: str = "odom") -> dict[str, float]:
     floor_used = floor_kept = 0
     gt_obstacles = []
     for v in out.views:
         labels = nav.labels.get(v.camera)
-        if labels is None or v.keyframe_id != out.keyframe_id:
+        if labels is None or v.keyframe_id != out.depth_keyframe_id:
             continue
         h, w = v.depth.shape
         _, true_depth = scene.render(v.T_map_cam, v.K, w, h, supersample=1)
@@ -61,7 +61,7 @@ def navigation_figures(scene: Scene, out: KeyframeOutput, nav: NavigationCloud, 
         kept = float(np.mean(dist <= cfg.voxel_size_m))
     else:
         kept = 0.0 if len(centroids) else 1.0
-    T_odom_nav = lookup(odom_frame, cfg.frame, out.stamp_ns)
+    T_odom_nav = lookup(odom_frame, cfg.frame, nav.stamp_ns)
     pts_world = nav.points.astype(np.float64) @ T_odom_nav[:3, :3].T + T_odom_nav[:3, 3]
     surf = scene.distance_to_surface(pts_world) if len(pts_world) else np.zeros(1)
     return {
@@ -77,7 +77,7 @@ def navigation_figures(scene: Scene, out: KeyframeOutput, nav: NavigationCloud, 
 
 def drive_navigation(seq: SyntheticSequence, cfg: ReconConfig, depth_source: DepthSource,
                      render: Callable[[int, np.ndarray], np.ndarray] | None = None
-                     ) -> Iterator[tuple[KeyframeOutput, NavigationCloud, TfBuffer]]:
+                     ) -> Iterator[tuple[KeyframeOutput | FlushOutput, NavigationCloud, TfBuffer]]:
     """Run the engine over the sequence as the bag tool would (TF buffer filled from the robot's
     static extrinsics and odometry) and build each keyframe step's navigation cloud. ``render(stamp,
     T_world_cam)`` gives an image (a dynamic scene); default: the sequence's static scene."""
@@ -93,8 +93,13 @@ def drive_navigation(seq: SyntheticSequence, cfg: ReconConfig, depth_source: Dep
             rgb = render(stamp, T) if render else seq.scene.render(T, seq.K, seq.config.width, seq.config.height)[0]
             images[cam] = CameraImage(cam, stamp, rgb, seq.K, optical_frame_id(cam))
         out = engine.process(FrameSet(stamp, images, dict(seq.T_base_cam), T_odom_base))
-        if out is not None:
-            yield out, navigation_cloud(cfg, out, tf.lookup), tf
+        nav = navigation_cloud(cfg, out, tf.lookup) if out is not None else None
+        if nav is not None:  # None: no depth at this step (it waits for the next keyframe)
+            yield out, nav, tf
+    final = engine.flush()  # the last keyframe's depth (depth.wait_for_next_keyframe)
+    nav = navigation_cloud(cfg, final, tf.lookup)
+    if nav is not None:
+        yield final, nav, tf
 
 
 class NoisyGroundTruthDepth:
