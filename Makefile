@@ -4,12 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := libusb-1.0-0 libgl1 libgomp1
+# Test data from Debian: opencv-doc ships the Middlebury Aloe stereo pair with ground truth (the second real
+# pair of the published-depth tests). Without it those tests skip and say so.
+TEST_APT_PACKAGES := opencv-doc
 DEMO_OUT ?= demo_out
 
 # ROS 2 for the ROS tests: a sourced /opt/ros/<distro>, else the Jazzy wheels recipe (see docs/ROS.md).
 ROS2_WHEELS ?= $(or $(RECON_ROS_ROS2_WHEELS),../shared/ros2)
 
-.PHONY: all install system-deps demo test lint bench clean ros
+.PHONY: all install system-deps test-data demo test lint bench clean ros
 
 all: test
 
@@ -20,6 +23,15 @@ system-deps:
 	  echo "installing apt packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+test-data:
+	@missing=""; for p in $(TEST_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing test data (apt):$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi; \
+	  ( $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing ) \
+	    || echo "could not install$$missing: the tests that need it will skip"; \
 	fi
 
 $(STAMP): setup.py pyproject.toml | system-deps
@@ -40,7 +52,7 @@ demo: install
 ros: install
 	bash scripts/ros_workspace.sh $(VENV) $(ROS2_WHEELS)
 
-test: install ros
+test: install ros test-data
 	$(PY) -m pytest -q
 
 lint: install

@@ -1,8 +1,9 @@
 """Published depth: the filter in front of /recon/depth/<cam>/image, its metrics, and rectified pairs (SGBM).
 
-The real-pair test runs Middlebury 2014 Motorcycle (shipped in scikit-image's wheel) through
-``recon-ros bag`` as a 2-camera recording and compares the published depth with OpenCV's StereoSGBM
-(block 5, MODE_HH) run on the same pair in the same test, on the same ground-truth pixels.
+The real-pair tests run Middlebury 2014 Motorcycle (shipped in scikit-image's wheel) and Middlebury 2006
+Aloe (Debian's opencv-doc, installed by `make test`; skipped without it) through ``recon-ros bag`` as
+2-camera recordings and compare the published depth with OpenCV's StereoSGBM (block 5, MODE_HH) run on
+the same pair in the same test, on the same ground-truth pixels.
 """
 
 from __future__ import annotations
@@ -138,13 +139,48 @@ def test_motorcycle_published_depth_beats_opencv_sgbm(motorcycle_run):
     ours = summary["published_depth"]["per_camera"]["left"]
     msg = json.dumps({"ours": ours, "sgbm": {k: v for k, v in sgbm.items() if k != "sparsification"}})
     # Measured: ours 1.30 % AbsRel at 88.5 % coverage, delta 98.2 %; SGBM 1.83 % at 87.5 %, delta 96.9 %
-    # (same ground-truth pixels, same run; OpenCV's SGBM is deterministic).
+    # (same ground-truth pixels, same run; OpenCV's SGBM is deterministic). The issue's delta >= 99 % is NOT
+    # met here: 95 % of the remaining gross errors are nearer than the truth at occlusion boundaries
+    # (foreground fattening), which the pair's left-right checks cannot see; SGBM itself is at 96.9 %.
     assert ours["absrel"] <= sgbm["absrel"], msg
     assert ours["coverage"] >= sgbm["coverage"], msg
     assert ours["delta_1_25"] >= sgbm["delta_1_25"], msg
-    # The confidence orders pixels by error: measured 0.47 % for the top half vs 1.30 % for all.
+    # The confidence orders pixels by error: measured 0.45 % for the top half vs 1.30 % for all (0.347).
     assert ours["absrel_top50_confidence"] <= 0.5 * ours["absrel"], msg
     assert summary["published_depth"]["per_camera"]["right"]["published_fraction"] > 0.5, msg
+
+
+@pytest.fixture(scope="module")
+def aloe_run(tmp_path_factory):
+    stereo_pairs = pytest.importorskip("recon_ros.synthetic.stereo_pairs")
+    try:
+        pair = stereo_pairs.aloe()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    tmp = tmp_path_factory.mktemp("aloe")
+    stereo_pairs.write_stereo_bag(pair, tmp / "in")
+    # nominal calibration (see stereo_pairs.aloe): ground-truth depth 2.8-13.9 m
+    cfg = from_dict({"cameras": ["left", "right"], "depth": {"min_depth_m": 2.0, "max_depth_m": 30.0},
+                     "topics": {"depth_ground_truth": "/{camera}/depth_ground_truth"}})
+    run_bag(tmp / "in", tmp / "out", cfg, summary_path=tmp / "summary.json", progress=False)
+    baseline = PublishedDepthScore()
+    sgbm = stereo_pairs.opencv_sgbm_depth(pair)
+    baseline.add("left", sgbm, np.isfinite(sgbm).astype(np.float32), pair.depth_left())
+    return json.loads((tmp / "summary.json").read_text()), baseline.report()["all"]
+
+
+def test_aloe_published_depth_beats_opencv_sgbm(aloe_run):
+    """The second real pair: Middlebury 2006 Aloe from Debian's opencv-doc, half size, through the bag tool."""
+    summary, sgbm = aloe_run
+    ours = summary["published_depth"]["per_camera"]["left"]
+    msg = json.dumps({"ours": ours, "sgbm": {k: v for k, v in sgbm.items() if k != "sparsification"}})
+    # Measured: ours 1.28 % AbsRel at 82.0 % coverage, delta 99.02 %, top half by confidence 0.489 of all;
+    # SGBM 2.49 % at 74.5 %, delta 96.6 % (same ground-truth pixels, same run).
+    assert ours["absrel"] <= sgbm["absrel"], msg
+    assert ours["coverage"] >= sgbm["coverage"], msg
+    assert ours["delta_1_25"] >= 0.99 and ours["delta_1_25"] >= sgbm["delta_1_25"], msg
+    # ordering: measured 0.489 (the issue's bar: 0.5; SGBM and the filter are deterministic)
+    assert ours["absrel_top50_confidence"] <= 0.5 * ours["absrel"], msg
 
 
 # A second synthetic rig, unlike the demo: another seed (room layout, textures, start and direction on

@@ -6,6 +6,13 @@ view's ground-truth disparity; no download). Its calibration at that size, from 
 calib.txt (f = 3979.911 px, doffs = 124.343 px, baseline = 193.001 mm at 2964x2000) divided by
 4: f = 994.978 px, cx_left = 311.193 px, cx_right = cx_left + 31.086 px, cy = 254.877 px — the
 same figures scikit-image's docstring states. Depth ``Z = f * B / (d + doffs)``.
+
+Aloe (Middlebury 2006, Scharstein & Pal, CVPR 2007) ships in Debian's ``opencv-doc`` package
+(``/usr/share/doc/opencv-doc/examples/data/aloe{L,R}.jpg``, ``aloeGT.png``: 1282x1110, JPEG, the left
+view's ground-truth disparity in whole pixels, 0 = unknown). Its calibration is not shipped, so the pair
+gets a nominal one (f = 3740 px at full size, the 2006 sets' focal length; baseline 0.16 m; equal principal
+points): depth is then ``f * B / d``, and AbsRel and delta of such depth are those of disparity
+(``|d_gt / d - 1|``), whatever f and B are. Used at half size (641x555).
 """
 
 from __future__ import annotations
@@ -50,6 +57,35 @@ class StereoPair:
         d = self.disparity_left + self.disparity_offset_px
         ok = np.isfinite(d) & (d > 0)
         return np.where(ok, self.K_left[0, 0] * self.baseline_m / np.where(ok, d, 1.0), np.nan).astype(np.float32)
+
+
+OPENCV_DATA_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
+
+
+def aloe(data_dir: str | Path | None = None) -> StereoPair:
+    """Middlebury 2006 Aloe at half size (641x555) from Debian's opencv-doc, or from ``data_dir`` (or the
+    environment variable RECON_ROS_OPENCV_DATA). FileNotFoundError, saying what to install, when absent."""
+    import os
+
+    dirs = [Path(d) for d in ([data_dir] if data_dir else [])
+            + ([os.environ["RECON_ROS_OPENCV_DATA"]] if os.environ.get("RECON_ROS_OPENCV_DATA") else [])
+            + list(OPENCV_DATA_DIRS)]
+    found = next((d for d in dirs if (d / "aloeGT.png").is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"aloeL.jpg, aloeR.jpg, aloeGT.png not found in {[str(d) for d in dirs]}: "
+                                "install Debian's opencv-doc (apt install opencv-doc) or set RECON_ROS_OPENCV_DATA")
+    left, right = (cv2.cvtColor(cv2.imread(str(found / f"aloe{s}.jpg")), cv2.COLOR_BGR2RGB) for s in "LR")
+    gt = cv2.imread(str(found / "aloeGT.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
+    h, w = gt.shape[0] // 2, gt.shape[1] // 2
+    left, right = (cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in (left, right))
+    # Ground truth at half size: the mean of each 2x2 block's disparities, halved, where all four are known
+    # and agree within 1 px (a block across a depth edge has no single disparity).
+    blocks = gt[: 2 * h, : 2 * w].reshape(h, 2, w, 2).transpose(0, 2, 1, 3).reshape(h, w, 4)
+    known = (blocks > 0).all(axis=2) & (np.ptp(blocks, axis=2) <= 1.0)
+    disp = np.where(known, blocks.mean(axis=2) / 2.0, np.nan).astype(np.float32)
+    f = 3740.0 / 2.0
+    K = np.array([[f, 0.0, (w - 1) / 2.0], [0.0, f, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
+    return StereoPair("aloe", left, right, K, K.copy(), 0.16, disp)
 
 
 def motorcycle() -> StereoPair:
