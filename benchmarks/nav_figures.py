@@ -43,7 +43,8 @@ def main() -> None:
         for out, nav, tf in drive_navigation(seq, cfg, depth):
             if nav.labels:
                 row = {"seed": seed, "keyframe": out.keyframe_id,
-                       **navigation_figures(seq.scene, out, nav, tf.lookup, cfg.navigation)}
+                       **navigation_figures(seq.scene, out, nav, tf.lookup, cfg.navigation,
+                                          confidence_threshold=cfg.fusion.confidence_threshold)}
                 rows.append(row)
                 print({k: round(v, 4) for k, v in row.items()}, flush=True)
     if args.json:
