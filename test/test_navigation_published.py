@@ -116,7 +116,6 @@ def test_why_voxels_are_missed_and_where_far_points_come_from(published_run) -> 
         # Measured (not asserted: it moves with the published depth's coverage): holes in the published depth
         # cause 54-73 % of the misses (64 % over the 8 steps), the depth being > 1 voxel off 10-25 %, the
         # median filter / band 15-20 %.
-        assert why["missed_uncovered"] > 0 and why["missed_filtered"] > 0 and why["missed_depth_off"] > 0
         # Far pixels are few (measured 0.1-0.4 % of the obstacle pixels) and of low published confidence
         # (median 0.52-0.56 against 0.74-0.85 for all obstacle pixels) at long range (median 3.2-4.6 m).
         assert why["far_pixels"] <= 0.01 * why["obstacle_pixels"], why
