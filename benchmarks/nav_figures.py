@@ -5,7 +5,8 @@ to a true surface (definitions: ``recon_ros/synthetic/nav_eval.py``). Depth is e
 depth the tests use (``--depth noisy``: 0.5 % relative noise, 0.5 % wrong pixels) or the real
 plane sweep (``--depth planesweep``: the depth recon_ros publishes with ``depth.source: planesweep``).
 
-    python benchmarks/nav_figures.py --depth planesweep --json benchmarks/results/nav_figures_planesweep.json
+    python benchmarks/nav_figures.py --depth planesweep --diagnose \
+        --json benchmarks/results/nav_figures_published_planesweep_cpu.json
 """
 
 from __future__ import annotations
@@ -17,9 +18,15 @@ from pathlib import Path
 import yaml
 
 from recon_ros.config import from_dict
+from recon_ros.pipeline.navigation import NavigationCloudBuilder
 from recon_ros.pipeline.sources import build_depth_source
 from recon_ros.synthetic import SyntheticConfig, SyntheticSequence
-from recon_ros.synthetic.nav_eval import NoisyGroundTruthDepth, drive_navigation, navigation_figures
+from recon_ros.synthetic.nav_eval import (
+    NoisyGroundTruthDepth,
+    diagnose_navigation,
+    drive_navigation,
+    navigation_figures,
+)
 
 
 def main() -> None:
@@ -29,6 +36,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=5)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--diagnose", action="store_true",
+                    help="also give each missed obstacle voxel's cause and where the far pixels come from")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides, e.g. navigation.min_pixels_per_voxel=2 (YAML values)")
     args = ap.parse_args()
@@ -43,7 +52,11 @@ def main() -> None:
         for out, nav, tf in drive_navigation(seq, cfg, depth):
             if nav.labels:
                 row = {"seed": seed, "keyframe": out.depth_keyframe_id,
-                       **navigation_figures(seq.scene, out, nav, tf.lookup, cfg.navigation)}
+                       **navigation_figures(seq.scene, out, nav, tf.lookup, cfg.navigation,
+                                          confidence_threshold=cfg.fusion.confidence_threshold)}
+                if args.diagnose:
+                    builder = NavigationCloudBuilder(cfg.navigation, cfg.fusion.confidence_threshold)
+                    row.update(diagnose_navigation(seq.scene, out, nav, tf.lookup, builder))
                 rows.append(row)
                 print({k: round(v, 4) for k, v in row.items()}, flush=True)
     if args.json:

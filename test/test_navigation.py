@@ -153,6 +153,20 @@ def test_range_clip_height_band_and_cap() -> None:
     assert len(capped.points) == 100 and capped.counts["capped"] > 0
 
 
+def test_neighbour_test_removes_an_isolated_patch_and_keeps_the_wall() -> None:
+    view = wall_view()
+    view.depth[20, 20] = 1.0  # one pixel 1 m in front of the 2 m wall: one voxel, no neighbours
+    plain = build(view, median_filter_px=0)  # the median would remove it first
+    assert (plain.points[:, 0] < 1.5).sum() == 1  # without the test the pixel is a point
+    tested = build(view, median_filter_px=0, min_neighbour_points=2)
+    assert (tested.points[:, 0] < 1.5).sum() == 0 and tested.counts["isolated_voxels"] >= 1
+    # The wall (a continuous surface: 4 face neighbours per voxel inside it) keeps almost all its points;
+    # only voxels at its border could go (measured: every wall point kept).
+    assert len(tested.points) >= 0.8 * (len(plain.points) - 1)
+    with pytest.raises(ConfigError, match="min_neighbour_points"):
+        from_dict({"navigation.min_neighbour_points": -1})
+
+
 def test_view_without_transform_is_skipped_and_counted() -> None:
     view = wall_view()
     view.frame_id = "unknown_optical_frame"

@@ -12,8 +12,10 @@ and points in a frame it can transform. From the depth the engine publishes for 
     -> height above the ground: a RANSAC plane fit to the points near the known ground height
        (``navigation.ground_height_m``), or that known height when too few points fit
     -> obstacle points: height in [min_obstacle_height, max_obstacle_height]
-    -> one point per voxel (centroid) with >= ``min_pixels_per_voxel`` pixels, at most ``max_points``
-       (the voxels nearest the frame origin win: near obstacles matter most to a planner)
+    -> one point per voxel (centroid) with >= ``min_pixels_per_voxel`` pixels
+    -> optionally (``min_neighbour_points``) only points with that many other points within one voxel
+       edge: a 3-D outlier test (isolated wrong patches go; it also thins far, sparse surfaces)
+    -> at most ``max_points`` (the voxels nearest the frame origin win: near obstacles matter most)
 
 Clearing: the same confident pixels INCLUDING the ground, rays longer than max_range cut there,
 voxel-downsampled, in each camera's optical frame; the frame origin is the camera, so a costmap
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 from recon_ros.config import NavigationConfig
 from recon_ros.geometry.camera import backproject
@@ -212,7 +215,8 @@ class NavigationCloudBuilder:
         t0 = time.perf_counter()
         cfg = self.cfg
         counts = dict.fromkeys(("pixels", "unconfident_or_out_of_range", "ground", "below_band", "above_band",
-                                "obstacle_pixels", "sparse_voxels", "capped", "views_without_tf"), 0)
+                                "obstacle_pixels", "sparse_voxels", "isolated_voxels", "capped",
+                                "views_without_tf"), 0)
         used: list[tuple[ViewOutput, np.ndarray, np.ndarray]] = []  # (view, pixel mask, points in nav frame)
         clearing = []
         for v in views:
@@ -246,6 +250,12 @@ class NavigationCloudBuilder:
         sparse = support < cfg.min_pixels_per_voxel
         counts["sparse_voxels"] = int(sparse.sum())
         centroids = centroids[~sparse]
+        if cfg.min_neighbour_points > 0 and len(centroids):
+            # 1.01: voxel centroids of a flat surface sit about one voxel edge apart; count those too.
+            others = cKDTree(centroids).query_ball_point(centroids, 1.01 * cfg.voxel_size_m, return_length=True) - 1
+            isolated = others < cfg.min_neighbour_points
+            counts["isolated_voxels"] = int(isolated.sum())
+            centroids = centroids[~isolated]
         if len(centroids) > cfg.max_points:
             counts["capped"] = len(centroids) - cfg.max_points
             near = np.argsort(np.linalg.norm(centroids[:, :2], axis=1), kind="stable")[: cfg.max_points]
