@@ -1,7 +1,8 @@
 """The navigation cloud's figures on the depth recon_ros PUBLISHES with the plane sweep (not exact depth).
 
-Two synthetic scenes (seeds 0 and 1), 4 cameras at 192x144, five frames (four keyframe steps with a
-cloud), the same driver and definitions as ``benchmarks/nav_figures.py --depth planesweep``
+Two synthetic scenes (seeds 0 and 1), 4 cameras at 192x144, five frames (five navigation clouds: a
+keyframe's depth comes when the next keyframe exists, the last one's at the end-of-run flush), the same
+driver and definitions as ``benchmarks/nav_figures.py --depth planesweep``
 (``recon_ros/synthetic/nav_eval.py``). What the issue requires and does not yet hold on this depth is
 asserted as strict xfail: such a test fails as soon as the figure is met, so that it gets promoted.
 """
@@ -58,11 +59,12 @@ def test_covered_obstacle_voxels_are_kept_within_the_precision_tolerance(publish
     for s in published_run:
         f = s["default"]
         assert f["obstacle_voxels"] > 5000
-        # Coverage of the published depth: measured 70.6-85.3 % of the obstacle voxels (holes = its mask).
-        assert 0.6 <= f["obstacle_covered"] <= 1.0, f
-        # Measured 94.3-97.9 %; the regression bound leaves 1.3 points for the plane sweep's thread-order noise.
+        # Coverage of the published depth: measured 82.0-90.2 % of the obstacle voxels (holes = its mask;
+        # 70.6-85.3 % when depth was estimated from earlier keyframes only).
+        assert 0.75 <= f["obstacle_covered"] <= 1.0, f
+        # Measured 94.8-98.9 %; the regression bound leaves 1.8 points for the plane sweep's thread-order noise.
         assert f["obstacle_kept_covered_2vox"] >= 0.93, f
-        # Within one voxel (the old definition, among covered): measured 82.8-87.5 %.
+        # Within one voxel (the old definition, among covered): measured 83.2-90.3 %.
         assert f["obstacle_kept_covered"] >= 0.8, f
 
 
@@ -70,29 +72,30 @@ def test_almost_every_point_is_near_a_true_surface(published_run) -> None:
     for s in published_run:
         f = s["default"]
         assert 1000 < f["points"] <= 20_000
-        # p99 measured 7.4-10.1 cm, the far points (> 10 cm off) 30-129 of 9.6-12.6k points (<= 1.1 %).
-        assert f["surface_p99_m"] <= 0.11, f
-        assert f["far_points"] <= 0.02 * f["points"], f
+        # p99 measured 6.7-10.7 cm and the far points (> 10 cm off) 14-167 of 11-13k points (<= 1.3 %), except
+        # on the first keyframe (its only source is the next keyframe and nothing can check it): 11.7-12.1 cm,
+        # 250-261 points (2.1 %).
+        assert f["surface_p99_m"] <= 0.13, f
+        assert f["far_points"] <= 0.025 * f["points"], f
 
 
 def test_neighbour_test_trades_kept_voxels_for_fewer_far_points(published_run) -> None:
     far0 = sum(s["default"]["far_points"] for s in published_run)
     far2 = sum(s["neighbours2"]["far_points"] for s in published_run)
-    # Measured per scene (4 steps): 390 -> 128 (x0.33) and 219 -> 96 (x0.44) far points; kept among covered
-    # (2 voxels) 94.3-97.9 % -> 91.4-95.8 %.
-    assert far2 <= 0.5 * far0, (far0, far2)
+    # Measured per scene (5 steps): 722 -> 331 (x0.46) and 431 -> 243 (x0.56) far points.
+    assert far2 <= 0.65 * far0, (far0, far2)
     for s in published_run:
         assert s["neighbours2"]["obstacle_kept_covered_2vox"] <= s["default"]["obstacle_kept_covered_2vox"] + 1e-9
 
 
 @pytest.mark.xfail(strict=True, reason="issue #15 target not met on the published plane-sweep depth: obstacle "
-                   "voxels kept 62-76 % (coverage of the published depth 71-85 %; docs/NAV2.md)")
+                   "voxels kept 70-83 % (coverage of the published depth 82-90 %; docs/NAV2.md)")
 def test_issue_target_obstacle_voxels_kept(published_run) -> None:
     assert all(s["default"]["obstacle_kept"] >= 0.95 for s in published_run)
 
 
 @pytest.mark.xfail(strict=True, reason="issue #15 target not met on the published plane-sweep depth: worst point "
-                   "0.16-0.43 m from a true surface (coherent 3-10 % depth errors at 2.5-5 m; docs/NAV2.md)")
+                   "0.14-0.34 m from a true surface (coherent 3-10 % depth errors at 2.5-5 m; docs/NAV2.md)")
 def test_issue_target_no_point_farther_than_two_voxels(published_run) -> None:
     assert all(s["default"]["surface_max_m"] <= 2 * 0.05 for s in published_run)
 
@@ -116,7 +119,7 @@ def test_why_voxels_are_missed_and_where_far_points_come_from(published_run) -> 
         # Measured (not asserted: it moves with the published depth's coverage): holes in the published depth
         # cause 54-73 % of the misses (64 % over the 8 steps), the depth being > 1 voxel off 10-25 %, the
         # median filter / band 15-20 %.
-        # Far pixels are few (measured 0.1-0.4 % of the obstacle pixels) and of low published confidence
-        # (median 0.52-0.56 against 0.74-0.85 for all obstacle pixels) at long range (median 3.2-4.6 m).
-        assert why["far_pixels"] <= 0.01 * why["obstacle_pixels"], why
+        # Far pixels are few (measured 0.04-0.4 % of the obstacle pixels, 0.8-1.0 % on a first keyframe) and of
+        # low published confidence (median 0.50-0.51 against 0.54-0.69 for all obstacle pixels).
+        assert why["far_pixels"] <= 0.015 * why["obstacle_pixels"], why
         assert why["far_pixel_confidence_p50"] < why["obstacle_pixel_confidence_p50"], why
