@@ -408,3 +408,37 @@ def test_player_waits_for_the_image_topics_of_the_named_cameras() -> None:
     args = parse_args(["bag", "--clock", "--wait-for-cameras", "--ros-args", "-r", "__node:=p"])
     assert args.wait_for_cameras == [] and args.clock
     assert parse_args(["bag"]).wait_for_cameras is None  # no waiting unless asked
+
+
+def test_player_waits_for_n_matched_subscribers_per_topic() -> None:
+    """`--wait-for-subscribers TOPIC=N`: playback starts only once N readers matched the player's publisher
+    (a node AND a test's own reader); a topic it does not publish is counted in the graph."""
+    from recon_ros.nodes.player import _wait_for_subscribers
+
+    class Pub:
+        def __init__(self, counts: list[int]) -> None:
+            self.counts = counts
+
+        def get_subscription_count(self) -> int:
+            return self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
+
+    class Node:
+        def __init__(self) -> None:
+            self.errors: list[str] = []
+
+        def count_subscribers(self, topic: str) -> int:
+            return 1 if topic == "/start" else 0
+
+        def get_logger(self):
+            return type("L", (), {"error": lambda _s, m: self.errors.append(m)})()
+
+    node = Node()
+    # matched readers grow 1 -> 2: waits until the second one
+    pubs = {"/img": Pub([1, 1, 2])}
+    assert _wait_for_subscribers(node, pubs, ["/img=2", "/start"], timeout=5.0)
+    assert pubs["/img"].counts == [2]  # polled until two were matched
+    # one matched reader never becomes two: gives up, naming the topic and the counts
+    assert not _wait_for_subscribers(node, {"/img": Pub([1])}, ["/img=2"], timeout=0.3)
+    assert "/img (1 of 2)" in node.errors[-1]
+    with pytest.raises(ValueError, match="TOPIC=N"):
+        _wait_for_subscribers(node, {}, ["/img=two"], timeout=0.1)

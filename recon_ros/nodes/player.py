@@ -49,8 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topics", nargs="+", default=None, help="only these topics (default: all)")
     p.add_argument("--queue", type=int, default=100, help="publisher queue depth (keep last)")
     p.add_argument("--start-delay", type=float, default=0.0, help="seconds to wait before the first message")
-    p.add_argument("--wait-for-subscribers", nargs="+", default=None, metavar="TOPIC",
-                   help="start once each of these topics has at least one subscriber")
+    p.add_argument("--wait-for-subscribers", nargs="+", default=None, metavar="TOPIC[=N]",
+                   help="start once each of these topics has at least one subscriber (N: at least N; for a "
+                        "topic this player publishes, matched by its publisher)")
     p.add_argument("--wait-for-cameras", nargs="*", default=None, metavar="CAMERA",
                    help="start once the image topic of each camera found in the bag (recon-ros camera discovery) "
                         "has a subscriber; names restrict it to those cameras (e.g. the node's 'cameras')")
@@ -159,19 +160,27 @@ def _clock(stamp_ns: int) -> Any:
 
 
 def _wait_for_subscribers(node: Any, pubs: dict[str, Any], topics: list[str], timeout: float) -> bool:
-    """For topics this player publishes, wait until its publisher has MATCHED a subscription (the graph
-    can list a subscriber before DDS matched it; messages sent in between are lost to a volatile reader)."""
+    """For topics this player publishes, wait until its publisher has MATCHED the subscriptions (the graph
+    can list a subscriber before DDS matched it; messages sent in between are lost to a volatile reader).
+    ``TOPIC=N`` waits for N of them (e.g. a recording node AND a test's own reader)."""
+    wanted = {}
+    for item in topics:
+        topic, _, n = item.partition("=")
+        try:
+            wanted[topic] = max(1, int(n)) if n else 1
+        except ValueError:
+            raise ValueError(f"--wait-for-subscribers: expected TOPIC or TOPIC=N, got {item!r}") from None
 
     def count(topic: str) -> int:
         return pubs[topic].get_subscription_count() if topic in pubs else node.count_subscribers(topic)
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        missing = [t for t in topics if count(t) == 0]
+        missing = [f"{t} ({count(t)} of {n})" for t, n in wanted.items() if count(t) < n]
         if not missing:
             return True
         time.sleep(0.1)
-    node.get_logger().error(f"no subscriber on {missing} after {timeout:.0f} s; nothing played")
+    node.get_logger().error(f"too few subscribers on {missing} after {timeout:.0f} s; nothing played")
     return False
 
 

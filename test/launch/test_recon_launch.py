@@ -65,9 +65,10 @@ PARAMS = {"depth": {"min_depth_m": 0.4, "max_depth_m": 10.0}, "runtime": {"queue
 ABSREL_BOUND = 0.03  # the bag tool's bound (test_bag_tool.py::test_small_scene_accuracy)
 OUT_TIMEOUT_S = 400.0
 # The player starts once this topic has a subscriber, which the test makes when its own readers are matched
-# with the node's publishers and the node's image subscriptions exist. Waiting for subscribers on the image
-# topics alone is not enough: this test's own image_raw and /tf readers satisfy it, and a CI run lost every
-# message of two depth topics to readers the node's writers had not matched yet.
+# with the node's publishers and the node's image subscriptions exist, and once its image and /tf publishers
+# matched both the node's readers and this test's. One reader per topic is not enough: this test's own
+# image_raw and /tf readers satisfied it, and CI runs lost every message of two depth topics to readers the
+# node's writers had not matched yet, or the first /tf messages to a node reader not matched yet.
 START_TOPIC = "/recon_e2e/start"
 
 
@@ -93,8 +94,9 @@ def generate_test_description():
                           "backend": "torch", "use_sim_time": "false"}.items())
     player = launch.actions.ExecuteProcess(
         cmd=[sys.executable, "-m", "recon_ros.nodes.player", str(tmp / "bag"), "--rate", "1.0",
-             "--wait-for-subscribers", *[f"/{c}/{t}" for c in seq.camera_names for t in ("image_raw", "camera_info")],
-             "/tf", "/tf_static", START_TOPIC],
+             # this test reads image_raw and /tf too: 2 matched readers each (the node's and this test's)
+             "--wait-for-subscribers", *[f"/{c}/image_raw=2" for c in seq.camera_names],
+             *[f"/{c}/camera_info" for c in seq.camera_names], "/tf=2", "/tf_static", START_TOPIC],
         output="screen")
     context = {"seq": seq, "reference": reference, "player": player, "tmp": tmp}
     return launch.LaunchDescription([recon, player, launch_testing.actions.ReadyToTest()]), context
