@@ -205,8 +205,11 @@ class PlaneSweepDepth:
         tol = 1.0 - INSIDE_COVERAGE  # px
         if inv_depths.dim() == 1:
             inv_depths = inv_depths.view(-1, 1)
-        # Behind the camera: far outside (Z clamped to 1e-8 before the reciprocal).
-        inv_z = torch.add(src.rays[2], inv_depths, alpha=src.ray_o[2]).clamp_min_(1e-8).reciprocal_()  # [D, HW]
+        z = torch.add(src.rays[2], inv_depths, alpha=src.ray_o[2])  # [D, HW], the source's depth / reference depth
+        # Behind the source camera: far outside (Z clamped to 1e-8 before the reciprocal), and explicitly not
+        # inside, since a point on the source's optical axis would still land on a pixel (0 * 1e8).
+        front = torch.gt(z, 1e-8).float() if z.min() <= 1e-8 else None
+        inv_z = z.clamp_min_(1e-8).reciprocal_()
         gx = torch.add(src.rays[0], inv_depths, alpha=src.ray_o[0]).mul_(inv_z)
         gy = torch.add(src.rays[1], inv_depths, alpha=src.ray_o[1]).mul_(inv_z)
         if self.opencv_warp:
@@ -219,12 +222,14 @@ class PlaneSweepDepth:
             ix = torch.le(gx.sub_(cx).abs_(), cx + tol, out=inv_z)
             iy = torch.le(gy.sub_(cy).abs_(), cy + tol, out=gx)
             torch.mul(ix.view(d, h, w), iy.view(d, h, w), out=inside[inner])
-            return
-        grid = torch.stack([gx, gy], -1).view(1, d * h, w, 2)
-        sampled = F.grid_sample(src.image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        sampled = sampled.view(2, d, h, w)
-        warped[inner] = sampled[0]
-        inside[inner] = sampled[1] >= INSIDE_COVERAGE
+        else:
+            grid = torch.stack([gx, gy], -1).view(1, d * h, w, 2)
+            sampled = F.grid_sample(src.image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            sampled = sampled.view(2, d, h, w)
+            warped[inner] = sampled[0]
+            inside[inner] = sampled[1] >= INSIDE_COVERAGE
+        if front is not None:
+            inside[inner].mul_(front.view(d, h, w))
 
     def _scores(self, ref: _Reference, sources: list[_Source], inv_depths: torch.Tensor) -> torch.Tensor:
         """Aggregated ZNCC ``[D, H, W]`` for inverse depths ``[D]`` (planes) or ``[D, H*W]`` (per pixel).
