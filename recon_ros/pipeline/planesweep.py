@@ -128,16 +128,17 @@ def box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
     return box_sum_padded(F.pad(x, (r, r, r, r)).contiguous(), window)
 
 
-def _box_sums_full(padded: torch.Tensor, window: int, out: torch.Tensor) -> torch.Tensor:
+def _box_sums_full(padded: torch.Tensor, window: int, out: torch.Tensor, opencv: bool) -> torch.Tensor:
     """Window sums of ``padded`` ``[..., Hp, Wp]`` (zero borders of ``window // 2``) written to ``out`` in the same
-    layout: the sum for inner pixel (y, x) lands at (y + r, x + r); border positions hold partial sums."""
-    if padded.device.type == "cpu":
-        wp = padded.shape[-1]
+    layout: the sum for inner pixel (y, x) lands at (y + r, x + r); border positions hold partial sums (OpenCV)
+    or are left as they are."""
+    *_, hp, wp = padded.shape
+    if opencv:
         cv2.boxFilter(padded.numpy().reshape(-1, wp), -1, (window, window), dst=out.numpy().reshape(-1, wp),
                       normalize=False, borderType=cv2.BORDER_CONSTANT)
     else:
         r = window // 2
-        out[..., r:-r, r:-r] = box_sum_padded(padded, window)
+        out[..., r : hp - r, r : wp - r] = box_sum_padded(padded, window)
     return out
 
 
@@ -249,7 +250,8 @@ class PlaneSweepDepth:
         moments = new((3, d, hp, wp))  # warped source w, w^2, w * reference; zero borders
         moments[0].zero_()
         warped = moments[0]
-        sums = new((3, d, hp, wp))
+        # (OpenCV writes every position; the torch box sums only the inner ones, so the border must be finite)
+        sums = new((3, d, hp, wp)) if self.opencv_warp else inv_depths.new_zeros((3, d, hp, wp))
         s0, s1, s2 = sums
         inside, tmp = inv_depths.new_zeros((d, hp, wp)), new((d, hp, wp))
         seen = new((d, hp, wp))
@@ -262,7 +264,7 @@ class PlaneSweepDepth:
                 seen.add_(inside)  # sources that see the pixel
             torch.mul(warped, warped, out=moments[1])
             torch.mul(warped, ref.padded, out=moments[2])
-            _box_sums_full(moments, win, sums)
+            _box_sums_full(moments, win, sums, self.opencv_warp)
             torch.mul(s0, ref.inv_count, out=tmp)
             s1.addcmul_(s0, tmp, value=-1.0)  # S1 - S0^2 / c: c x the source's variance
             s2.addcmul_(s0, ref.mean, value=-1.0)  # S2 - S0 mean: c x the covariance
