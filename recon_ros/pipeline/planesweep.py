@@ -5,21 +5,24 @@ depth, then a full-resolution per-pixel sweep of 16 hypotheses spanning +-2 coar
 centre surface (the pass-1 peak refined by a parabola, median-filtered, bilinearly upsampled), finished with
 a parabola fit. (A source that is the reference's rectified stereo partner is matched with OpenCV's
 StereoSGBM instead, see ``stereo_sgbm.py``.) Per hypothesis the source images are warped (OpenCV's
-``remap`` on CPU, ``grid_sample`` elsewhere) and ZNCC is computed with box filters; sources are combined by
-averaging the better half of the sources that see the pixel, which tolerates a source that is occluded there.
+``remap`` on CPU with OpenCV >= 5, ``grid_sample`` otherwise) and ZNCC is computed with box filters; sources
+are combined by averaging the better half of the sources that see the pixel, which tolerates a source that is
+occluded there.
 
 Where the time goes (320x240, 4 sources, 96 planes): about 3 M bilinear samples per source and a few dozen
 elementwise passes over each. The implementation therefore (1) projects with rays precomputed once per
 source (multiply-adds and one reciprocal per sample instead of a 3x3 matmul, a matrix inverse and a meshgrid
 per call), (2) warps with ``remap`` on CPU and tells which samples are inside from the coordinate maps
-(3.5x faster than ``grid_sample`` with an all-ones channel), (3) box-filters the three ZNCC moments at once
+(3.5x faster than ``grid_sample`` with an all-ones channel; OpenCV 4.x's remap snaps samples to 1/32 pixel,
+which costs accuracy, so there ``grid_sample`` stays), (3) box-filters the three ZNCC moments at once
 as one tall zero-padded image (OpenCV's running sums on CPU, 2.5x faster than shifted torch adds and 15x
 faster than ``avg_pool2d``; now the largest single cost, about 30 % of a view), (4) computes ZNCC from the
 box sums in place, on preallocated buffers in that padded layout (contiguous, no page faults from fresh
 tensors), (5) keeps the better sources with a running max/min insertion instead of stacking all of them for
 ``topk``, and (6) avoids the CPU kernels that are 5-40x slower than float arithmetic (``where``, boolean
-masks, interleaving stacks, ``sqrt`` of exact zeros). Per view on one thread this is 0.16-0.18 s, 0.63-0.66x
-the time of the grid_sample version with the same scores within 4e-4 (benchmarks/README.md).
+masks, interleaving stacks, ``sqrt`` of exact zeros). Per view on one thread this is 0.15-0.18 s, 0.60-0.66x
+the time of the grid_sample version with the same scores within 4e-4 (OpenCV 5.1; with OpenCV 4.10,
+0.87-0.92x; benchmarks/README.md).
 """
 
 from __future__ import annotations
