@@ -405,8 +405,9 @@ class PlaneSweepDepth:
         _, frac1, _ = _parabola_peak(volume)
         inv_lo = inv[0] + frac1 * step
         m = CENTER_MEDIAN
-        if inv_lo.device.type == "cpu" and m in (3, 5):  # OpenCV's median (float: 3 or 5), 7x faster than unfold
-            # zero padding as unfold's: the windows of the inner pixels are the same 25 values
+        if inv_lo.device.type == "cpu" and m in (3, 5):  # OpenCV's median takes float images for 3 and 5 only
+            # Zero padding as unfold's, so every window holds the same m * m values: the same output, 0.09 instead
+            # of 14 ms at 160x120 (1 thread, CPU time).
             padded_lo = np.pad(inv_lo.numpy(), m // 2)
             inv_lo = torch.from_numpy(cv2.medianBlur(padded_lo, m)[m // 2 : m // 2 + hl, m // 2 : m // 2 + wl].copy())
         else:
