@@ -47,9 +47,10 @@ REFINE_SAMPLES = 16
 REFINE_SPAN = 2.0  # coarse steps either side of the pass-1 peak
 MIN_TEXTURE_STD = 2.0 / 255.0  # ZNCC is meaningless on flat patches
 ZNCC_EPS = 1e-6
-# A warped pixel is inside the source when its bilinear weight on the source's all-ones channel is 1 (all four
-# taps inside); 1e-4 below 1 absorbs float rounding of the weights (1e-4 px at the border).
-INSIDE_COVERAGE = 1.0 - 1e-4
+# A warped pixel is inside the source when all four bilinear taps are, i.e. its position is within the pixel
+# centres [0, W - 1] x [0, H - 1]; 1e-4 px more absorbs float rounding at the border (as the bilinear weight
+# >= 1 - 1e-4 on an all-ones channel that the code before did warp).
+INSIDE_TOLERANCE_PX = 1e-4
 
 
 # OpenCV 5's remap interpolates float images at the exact sample position (agrees with grid_sample within 4e-4
@@ -157,7 +158,7 @@ def _box_sums_full(padded: torch.Tensor, window: int, out: torch.Tensor, opencv:
 class _Source:
     """One source image at one scale, with what projecting reference pixels into it needs."""
 
-    image: torch.Tensor  # [1, 2, Hs, Ws]: gray and all-ones (grid_sample: its warp tells which samples are inside)
+    image: torch.Tensor  # [1, 1, Hs, Ws] gray (grid_sample)
     gray: np.ndarray | None  # [Hs, Ws] float32 for OpenCV (CPU), else None
     # Reference pixel p = (u, v, 1) at inverse depth s projects to (rays[:, p] + s ray_o) in the source,
     # homogeneous: source pixels (OpenCV's remap) or grid_sample's normalised coordinates (z is the same).
@@ -208,20 +209,21 @@ class PlaneSweepDepth:
         Writes, in the padded layout ``[D, H + 2r, W + 2r]``, the bilinear samples (zero outside the source,
         like ``grid_sample``'s zero padding: a sample with taps outside is blended with zeros) into the inner
         part of ``warped``, and 1.0 / 0.0 into the inner part of ``inside``: all four taps inside the source
-        (1e-4 px tolerance, see INSIDE_COVERAGE) and the point in front of it. ``coords`` ``[3, D, H*W]`` is
+        (see INSIDE_TOLERANCE_PX) and the point in front of it. ``coords`` ``[3, D, H*W]`` is
         scratch (fresh tensors of this size cost page faults: 2-3x the time of the arithmetic).
 
-        CPU: OpenCV's ``remap`` on the coordinate maps, and ``inside`` from the maps, 3.5-3.8x faster than
-        ``grid_sample`` with an all-ones channel (measured per chunk and source, 1 thread: 0.91 vs 3.5 ms at
-        160x120 x 16 planes, 1.2 vs 4.5 ms at 320x240 x 4 hypotheses; the samples agree within 4e-4 in ZNCC).
-        ``warpPerspective`` per plane, which computes the homography's coordinates itself, measured no faster
+        ``inside`` comes from the coordinates (cheaper than warping an all-ones channel). CPU with OpenCV >= 5:
+        OpenCV's ``remap`` on the coordinate maps, 3.5-3.8x faster than ``grid_sample`` with an all-ones
+        channel (measured per chunk and source, 1 thread: 0.91 vs 3.5 ms at 160x120 x 16 planes, 1.2 vs 4.5 ms
+        at 320x240 x 4 hypotheses; the samples agree within 4e-4 in ZNCC). ``warpPerspective`` per plane,
+        which computes the homography's coordinates itself, measured no faster
         (1.0 ms) once ``inside`` is added.
         """
         d, hp, wp = warped.shape
         h, w = hp - 2 * r, wp - 2 * r
         inner = (slice(None), slice(r, r + h), slice(r, r + w))
         hs, ws = src.image.shape[-2:]
-        tol = 1.0 - INSIDE_COVERAGE  # px
+        tol = INSIDE_TOLERANCE_PX
         if inv_depths.dim() == 1:
             inv_depths = inv_depths.view(-1, 1)
         z = torch.add(src.rays[2], inv_depths, alpha=src.ray_o[2], out=coords[2])  # [D, HW]: source depth / ref depth
@@ -241,17 +243,19 @@ class PlaneSweepDepth:
             mx, my = gx.view(d, h, w).numpy(), gy.view(d, h, w).numpy()
             for j in range(d):
                 cv2.remap(src.gray, mx[j], my[j], cv2.INTER_LINEAR, dst=dst[j], borderMode=cv2.BORDER_CONSTANT)
-            # inside: |g - c| <= c + tol with c the source's centre, for x and y
-            cx, cy = (ws - 1) / 2, (hs - 1) / 2
-            ix = torch.le(gx.sub_(cx).abs_(), cx + tol, out=inv_z)
-            iy = torch.le(gy.sub_(cy).abs_(), cy + tol, out=gx)
-            torch.mul(ix.view(d, h, w), iy.view(d, h, w), out=inside[inner])
+            # inside: |g - c| <= c + tol with c the source's centre (pixels), for x and y
+            cx, cy, bx, by = (ws - 1) / 2, (hs - 1) / 2, (ws - 1) / 2 + tol, (hs - 1) / 2 + tol
+            ix = torch.le(gx.sub_(cx).abs_(), bx, out=inv_z)
+            iy = torch.le(gy.sub_(cy).abs_(), by, out=gx)
         else:
             sampled = F.grid_sample(src.image, grid.view(1, d * h, w, 2), mode="bilinear", padding_mode="zeros",
                                     align_corners=True)
-            sampled = sampled.view(2, d, h, w)
-            warped[inner] = sampled[0]
-            torch.ge(sampled[1], INSIDE_COVERAGE, out=inside[inner])
+            warped[inner] = sampled.view(d, h, w)
+            # the same in grid_sample's coordinates (centre 0, half size 1)
+            bx, by = 1.0 + 2.0 * tol / max(ws - 1, 1), 1.0 + 2.0 * tol / max(hs - 1, 1)
+            ix = torch.le(torch.abs(gx, out=coords[0]), bx, out=coords[0])
+            iy = torch.le(torch.abs(gy, out=coords[1]), by, out=coords[1])
+        torch.mul(ix.view(d, h, w), iy.view(d, h, w), out=inside[inner])
         if front is not None:
             inside[inner].mul_(front.view(d, h, w))
 
@@ -373,7 +377,7 @@ class PlaneSweepDepth:
             M = N @ K @ T[:3, :3] @ np.linalg.inv(K_ref)
             o = N @ K @ T[:3, 3]
             rays = torch.stack([(m[0] * u + (m[1] * v + m[2])).view(-1) for m in M.tolist()]).float()  # [3, HW]
-            image = torch.cat([img, torch.ones_like(img)]).unsqueeze(0)
+            image = img.unsqueeze(0)
             gray = img[0].contiguous().numpy() if remap else None  # None: grid_sample
             src.append(_Source(image, gray, rays, (float(o[0]), float(o[1]), float(o[2]))))
         return reference, src
