@@ -22,7 +22,7 @@ tensors), (5) keeps the better sources with a running max/min insertion instead 
 ``topk``, and (6) avoids the CPU kernels that are 5-40x slower than float arithmetic (``where``, boolean
 masks, interleaving stacks, ``sqrt`` of exact zeros). Per view on one thread this is 0.15-0.18 s, 0.60-0.66x
 the time of the grid_sample version with the same scores within 4e-4 (OpenCV 5.1; with OpenCV 4.10,
-0.87-0.92x; benchmarks/README.md).
+0.80-0.84x; benchmarks/README.md).
 """
 
 from __future__ import annotations
