@@ -11,6 +11,7 @@ source views 5 cm away yet).
 
     python benchmarks/bench_nav_latency.py                                  # 1/2/4 cameras x 160x120/320x240
     python benchmarks/bench_nav_latency.py --rounds 4 --json benchmarks/results/nav_latency_cpu.json
+    python benchmarks/bench_nav_latency.py --set depth.wait_for_next_keyframe=false   # depth at once
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import platform
 import statistics
 import time
 from pathlib import Path
+
+import yaml
 
 from recon_ros.config import from_dict
 from recon_ros.io.messages import MessageKit
@@ -47,12 +50,12 @@ class VirtualClock:
 
 
 class Setup:
-    def __init__(self, n_cameras: int, width: int, transport_ms: float) -> None:
+    def __init__(self, n_cameras: int, width: int, transport_ms: float, overrides: dict | None = None) -> None:
         height = width * 3 // 4
         self.name = f"{n_cameras}cam_{width}x{height}"
         self.stream = LoopingStream(SyntheticConfig(n_cameras=n_cameras, width=width, height=height, rate_hz=10.0))
         cfg = from_dict({"cameras": self.stream.camera_names, "runtime.device": "cpu",
-                         "keyframes.min_translation_m": 0.03})
+                         "keyframes.min_translation_m": 0.03, **(overrides or {})})
         self.kit, self.tf, self.clock = MessageKit.for_rosbags(), TfBuffer(), VirtualClock(transport_ms)
         self.live = LiveRecon(cfg, self.kit, self.tf, lambda t, m: None, clock_ns=self.clock)
         self.stream.prime_live(self.live, self.tf, self.kit)
@@ -79,8 +82,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="keyframes per configuration (the first 2 have no depth)")
     ap.add_argument("--transport-ms", type=float, default=0.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides, e.g. depth.wait_for_next_keyframe=false (YAML values)")
     args = ap.parse_args()
-    setups = [Setup(int(c), int(w), args.transport_ms) for w in args.widths.split(",") for c in args.cameras.split(",")]
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    setups = [Setup(int(c), int(w), args.transport_ms, overrides)
+              for w in args.widths.split(",") for c in args.cameras.split(",")]
     for i in range(args.rounds):
         for s in setups:  # round-robin
             s.step(i)
@@ -99,7 +106,7 @@ def main() -> None:
         "what": "stamp-to-publish latency of /recon/obstacles per stage (ms, medians), plane-sweep depth, TF poses",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "")},
-        "rounds": args.rounds, "transport_ms": args.transport_ms, "results": results,
+        "rounds": args.rounds, "transport_ms": args.transport_ms, "overrides": overrides, "results": results,
     }
     print(f"{'config':>16} " + " ".join(f"{k:>8}" for k in (*NAV_STAGES, "total")) + "   ratio")
     for name, r in results.items():
