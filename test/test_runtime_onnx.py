@@ -100,3 +100,23 @@ def test_fp16_conversion_keeps_io_types_and_blocks_tiny_constants(tmp_path) -> N
     x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
     ref = torch.softmax(torch.tensor(np.concatenate([x, 2 * x], 1)), 1).numpy()
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], ref, atol=1e-3)
+
+
+def test_fp16_export_cache_is_keyed_by_its_fp32_layers(tmp_path) -> None:
+    """A cached FP16 export made with other FP32 layers (or other conversion code) is stale, not reused."""
+    import json
+
+    from recon_ros.runtime.export import _cached, export_key
+
+    sha = "ab" * 32
+    assert export_key(sha, False, ("/head/",)) == sha  # FP32: weights and settings only
+    assert export_key(sha, True, ("/head/",)) != export_key(sha, True, ("/head/", "/norm/"))
+    assert export_key(sha, True, ("/a/", "/b/")) == export_key(sha, True, ("/b/", "/a/"))  # order-free
+    onnx = tmp_path / "net_fp16.onnx"
+    onnx.write_bytes(b"stand-in")
+    meta = {"name": "net", "onnx_path": str(onnx), "input_names": ["x"], "output_names": ["y"],
+            "input_shapes": {"x": [1]}, "weights_sha256": export_key(sha, True, ("/head/",)), "fp16": True}
+    (tmp_path / "net_fp16.json").write_text(json.dumps(meta))
+    assert _cached(tmp_path, "net", True, sha, ("/head/",)) is not None
+    assert _cached(tmp_path, "net", True, sha, ("/head/", "/norm/")) is None
+    assert _cached(tmp_path, "net", True, "cd" * 32, ("/head/",)) is None  # other weights

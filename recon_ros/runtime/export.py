@@ -24,6 +24,7 @@ from recon_ros.models.diffmvs.model import DiffMVSNet
 from recon_ros.models.mvdust3r import export as mvdust3r_export
 from recon_ros.models.mvdust3r.network import MVDust3R
 
+from . import fp16 as fp16_module
 from .fp16 import convert_fp16
 
 
@@ -34,7 +35,7 @@ class ExportedModel:
     input_names: list[str]
     output_names: list[str]
     input_shapes: dict[str, list[int]]
-    weights_sha256: str  # weights + baked-in settings (see config_weights_key)
+    weights_sha256: str  # weights + baked-in settings (config_weights_key); FP16: + its recipe (export_key)
     fp16: bool = False
 
     def to_json(self) -> str:
@@ -58,6 +59,15 @@ def config_weights_key(net: nn.Module, config: object) -> str:
     return hashlib.sha256(f"{weights_sha256(net)}|{config!r}".encode()).hexdigest()
 
 
+def export_key(sha: str, fp16: bool, keep_fp32: Sequence[str] = ()) -> str:
+    """What a cached export must match: the weights and baked-in settings, and for FP16 also the layers
+    kept in FP32 and the conversion code (a change to either makes an older FP16 file stale)."""
+    if not fp16:
+        return sha
+    recipe = hashlib.sha256(Path(fp16_module.__file__).read_bytes()).hexdigest()
+    return hashlib.sha256(f"{sha}|fp16|{sorted(keep_fp32)!r}|{recipe}".encode()).hexdigest()
+
+
 def _finish(
     fp32_path: Path, name: str, inputs: list[str], outputs: list[str], shapes: dict[str, list[int]],
     sha: str, fp16: bool, keep_fp32: Sequence[str] = (),
@@ -66,18 +76,18 @@ def _finish(
     if fp16:
         path = fp32_path.with_name(fp32_path.stem + "_fp16.onnx")
         convert_fp16(fp32_path, path, keep_fp32=keep_fp32)
-    exported = ExportedModel(name, path, inputs, outputs, shapes, sha, fp16)
+    exported = ExportedModel(name, path, inputs, outputs, shapes, export_key(sha, fp16, keep_fp32), fp16)
     path.with_suffix(".json").write_text(exported.to_json())
     return exported
 
 
-def _cached(out_dir: Path, name: str, fp16: bool, sha: str) -> ExportedModel | None:
-    """A previous export of the same network, shapes and weights in ``out_dir``."""
+def _cached(out_dir: Path, name: str, fp16: bool, sha: str, keep_fp32: Sequence[str] = ()) -> ExportedModel | None:
+    """A previous export of the same network, shapes and weights (for FP16: and FP32 layers) in ``out_dir``."""
     meta = out_dir / f"{name}{'_fp16' if fp16 else ''}.json"
     if not meta.is_file():
         return None
     d = json.loads(meta.read_text())
-    if d.get("weights_sha256") != sha or not Path(d["onnx_path"]).is_file():
+    if d.get("weights_sha256") != export_key(sha, fp16, keep_fp32) or not Path(d["onnx_path"]).is_file():
         return None
     d["onnx_path"] = Path(d["onnx_path"])
     return ExportedModel(**d)
@@ -119,7 +129,7 @@ def _export_mvdust3r_graph(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sha = config_weights_key(net, net.config)
-    if reuse and (hit := _cached(out_dir, name, fp16, sha)) is not None:
+    if reuse and (hit := _cached(out_dir, name, fp16, sha, mvdust3r_export.FP32_NODE_SCOPES)) is not None:
         return hit
     if reuse and fp16 and (base := _cached(out_dir, name, False, sha)) is not None:
         return _finish(
