@@ -56,6 +56,10 @@ COARSE = SgbmRun(block=5, p1=8, p2=32)
 FINE_MIN_CONFIDENCE = 0.4
 FINE_SPECKLE_SIZE = 100
 FINE_SPECKLE_RANGE = 0.02
+# Where the two runs agree within this (px), the smoother run's disparity is kept: on a textured plane at
+# 9.6 px disparity the fine run's disparity had 0.80 % AbsRel, this 0.43 % (one run: 0.42 %); Motorcycle
+# 0.98 -> 0.98 %, Aloe 1.06 -> 1.04 % (at 1 px: 0.97 % and 1.03 %, but 0.4 and 0.6 points less coverage).
+AGREE_PX = 0.5
 # Guided filter of the cost volume: radius (px) and regularisation (intensities in [0, 1]); cost = 0.11 x
 # truncated colour difference (at 7/255) + 0.89 x truncated x-gradient difference (at 2/255), the
 # parameters of the cost-volume filtering paper. Relative inverse-depth difference that rejects: 0.10 /
@@ -240,8 +244,12 @@ def sgbm_depth(ref: View, pair: RectifiedPair, depth_range: tuple[float, float]
                             FINE_SPECKLE_SIZE, FINE_SPECKLE_RANGE)
     disp_c, conf_c, valid_c = _sgbm(gl, gr, COARSE, min_disp, num)
     fill = valid_c & ~use_fine
-    disp = np.where(use_fine, disp_f, disp_c)
-    conf = np.where(use_fine, conf_f, conf_c)
+    # Where both runs agree the smoother one's disparity is the more precise (its integer match is more
+    # often the ZNCC peak the refinement needs); the pixel keeps the better of the two ZNCC scores, as the
+    # fine run alone already vouched for it.
+    coarse = fill | (use_fine & valid_c & (np.abs(disp_f - disp_c) <= AGREE_PX))
+    disp = np.where(coarse, disp_c, disp_f)
+    conf = np.where(coarse & ~use_fine, conf_c, np.where(coarse, np.maximum(conf_c, conf_f), conf_f))
     valid = use_fine | fill
     if valid.any():
         p_hi = np.percentile(disp[valid & (conf >= FINE_MIN_CONFIDENCE)], CVF_NEAR_PERCENTILE)
