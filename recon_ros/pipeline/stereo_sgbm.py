@@ -45,10 +45,12 @@ class SgbmRun:
     p2: int
 
 
-# Measured on Motorcycle (published depth, the filter's defaults, left view): one run at block 5 / P2 32
-# (OpenCV's recommendation) 1.30 % AbsRel at 88.5 % coverage, delta 98.22 %; block 3 / P1 4 / P2 12 alone
-# 0.97 % at 86.7 %, delta 98.94 %; the two together (fine first) 1.27 % at 89.4 %, delta 98.29 %, and with
-# the edge-aware check below 0.94 % at 87.7 %, delta 99.11 % (Aloe: 1.06 %, 82.7 %, 99.54 %).
+# Measured on Motorcycle (published depth through the bag tool, the filter's defaults, left view): one run at
+# block 5 / P2 32 (OpenCV's recommendation) 1.30 % AbsRel at 88.47 % coverage, delta 98.22 %; block 3 / P1 4 /
+# P2 12 alone 0.97 % at 86.65 %, delta 98.94 % (lower P2 trades coverage for delta along the same curve);
+# both runs, fine first, 1.27 % at 89.42 %, delta 98.29 %; with the edge-aware check below 0.95 % at
+# 87.83 %, delta 99.07 % (OpenCV's SGBM on the same pixels: 1.83 %, 87.52 %, 96.86 %). Aloe: 1.28 % at
+# 81.96 %, delta 99.02 % before; 1.04 % at 82.44 %, delta 99.56 % now (SGBM: 2.49 %, 74.52 %, 96.56 %).
 FINE = SgbmRun(block=3, p1=4, p2=12)
 COARSE = SgbmRun(block=5, p1=8, p2=32)
 # A fine-run pixel counts when its ZNCC reaches this and its blob is not a speckle (the published filter's
@@ -58,13 +60,15 @@ FINE_SPECKLE_SIZE = 100
 FINE_SPECKLE_RANGE = 0.02
 # Where the two runs agree within this (px), the smoother run's disparity is kept: on a textured plane at
 # 9.6 px disparity the fine run's disparity had 0.80 % AbsRel, this 0.43 % (one run: 0.42 %); Motorcycle
-# 0.98 -> 0.98 %, Aloe 1.06 -> 1.04 % (at 1 px: 0.97 % and 1.03 %, but 0.4 and 0.6 points less coverage).
+# 0.98 -> 0.98 %, Aloe 1.06 -> 1.04 % (at 1 px: 0.97 % and 1.03 %, but 0.4 and 0.6 points less coverage;
+# measured with CVF_NEAR_PERCENTILE 99.9).
 AGREE_PX = 0.5
 # Guided filter of the cost volume: radius (px) and regularisation (intensities in [0, 1]); cost = 0.11 x
 # truncated colour difference (at 7/255) + 0.89 x truncated x-gradient difference (at 2/255), the
 # parameters of the cost-volume filtering paper. Relative inverse-depth difference that rejects: 0.10 /
-# 0.15 / 0.20 / 0.30 on Motorcycle gave delta 99.13 / 99.11 / 99.07 / 98.86 % at coverage 87.5 / 87.7 /
-# 87.8 / 88.2 % (SGBM's own coverage there: 87.5 %).
+# 0.15 / 0.20 / 0.30 / never on Motorcycle gave delta 99.09 / 99.07 / 99.03 / 98.86 / 98.29 % at coverage
+# 87.63 / 87.83 / 88.01 / 88.35 / 89.42 % (Aloe: 99.57 / 99.56 / 99.52 / 99.45 / 99.09 % at 82.23 / 82.44 /
+# 82.59 / 82.72 / 83.31 %).
 CVF_RADIUS = 9
 CVF_EPS = 1e-4
 CVF_COLOUR_WEIGHT = 0.11
@@ -72,10 +76,10 @@ CVF_COLOUR_TRUNC = 7.0 / 255.0
 CVF_GRADIENT_TRUNC = 2.0 / 255.0
 CVF_MAX_REL_DIFF = 0.15
 # The check's disparities: from the farthest SGBM found to this percentile of those of its confident pixels
-# (ZNCC >= FINE_MIN_CONFIDENCE), one pixel of margin each way. Time is linear in the count: on Motorcycle
-# 0..61 instead of 6..175 with the confident pixels' extremes (delta 99.02 vs 99.07 %, 1.5 vs 2.4 s);
-# nearer pixels are compared with the nearest disparity searched.
-CVF_NEAR_PERCENTILE = 99.9
+# (ZNCC >= FINE_MIN_CONFIDENCE), one pixel of margin each way; nearer pixels are compared with the nearest
+# disparity searched. Time is linear in the count. On Motorcycle 100 searches 0..175 (2.3 s for the view),
+# 99.9 0..61 (1.4 s) at delta 99.02 % instead of 99.07 %: the cheaper choice, if that margin may go.
+CVF_NEAR_PERCENTILE = 100.0
 MEAN_OF_CHANNELS = np.full((1, 3), 1.0 / 3.0, np.float32)
 
 
