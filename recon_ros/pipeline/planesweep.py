@@ -390,7 +390,7 @@ class PlaneSweepDepth:
             return DepthEstimate(zeros, zeros, zeros.astype(bool))
         pair = rectified_partner(ref, sources)
         if pair is not None:  # a rectified stereo pair: semi-global matching along the rows (stereo_sgbm.py)
-            depth_np, conf_np, valid_np = sgbm_depth(ref, pair, depth_range)
+            depth_np, conf_np, valid_np = sgbm_depth(ref, pair, depth_range, self.cfg.stereo_fattening_check)
             return DepthEstimate(depth_np, conf_np, valid_np & (conf_np >= self.confidence_threshold),
                                  consistent_with=(pair.source.key,))
         dev = self.device
