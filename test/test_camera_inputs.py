@@ -358,6 +358,33 @@ def test_frame_comes_from_the_header_and_a_disagreement_is_logged_once(caplog) -
     assert "'b_optical_frame'" not in caplog.text
 
 
+def test_frame_sets_wait_for_tf_that_is_not_connected_yet() -> None:
+    """Static TF and odometry can reach a node after its first images (a transient-local /tf_static matched
+    late, robot_state_publisher starting after the cameras): frame sets wait for TF (sync.timeout_s behind
+    the newest image) instead of being dropped as not connected; a TF that never comes still drops them."""
+    cfg = from_dict({"cameras": ["a"], "sync.timeout_s": 0.5})
+    step = 10**8
+    image = lambda i: make_encoded_image(KIT, textured(), "rgb8", STAMP + i * step, "a_optical_frame")  # noqa: E731
+    tf = TfBuffer()
+    fe = FrontEnd(cfg, tf)
+    fe.on_camera_info("a", make_camera_info(KIT, K, 160, 120, STAMP, "a_optical_frame"))
+    sets = fe.on_image_message("a", image(0)) + fe.on_image_message("a", image(1))
+    assert sets == [] and fe.drops.as_dict() == {}  # no TF at all yet: both wait
+    tf.set_transform("base_link", "a_optical_frame", STAMP, np.eye(4), static=True)
+    for i in range(3):
+        tf.set_transform("odom", "base_link", STAMP + i * step, np.eye(4))
+    sets = fe.on_tf_update() + fe.on_image_message("a", image(2))
+    assert [fs.stamp_ns for fs in sets] == [STAMP, STAMP + step, STAMP + 2 * step]
+    assert fe.drops.as_dict() == {}
+
+    fe = FrontEnd(cfg, TfBuffer())  # TF never comes: dropped once 0.5 s behind the newest image, or at the end
+    fe.on_camera_info("a", make_camera_info(KIT, K, 160, 120, STAMP, "a_optical_frame"))
+    for i in range(8):
+        assert fe.on_image_message("a", image(i)) == []
+    assert fe.drops.as_dict() == {"tf_missing": 2}  # frames 0 and 1 are more than 0.5 s behind frame 7
+    assert fe.flush() == [] and fe.drops.as_dict() == {"tf_missing": 8}
+
+
 def test_images_before_the_first_camera_info_wait_for_it(caplog) -> None:
     """Image and CameraInfo are separate topics: over DDS a camera's first image can arrive before its
     first CameraInfo. Such images wait (sync.timeout_s behind the newest image) and are used once it comes."""

@@ -271,7 +271,9 @@ class FrontEnd:
                 ready.append(self._frame_set(stamp, images))
             except TransformUnavailable as exc:
                 expired = newest_ns is None or newest_ns - stamp > self.tf_timeout_ns
-                if exc.reason == "tf_extrapolation" and not expired:
+                # Not there yet (odometry behind the images) or not connected yet (static TF or odometry that
+                # starts after the cameras, or is delivered after the first images): wait, bounded in time.
+                if exc.reason in ("tf_extrapolation", "tf_missing") and not expired:
                     still.append(images)
                     continue
                 self.drops.add(exc.reason, n=len(images), message=str(exc))
