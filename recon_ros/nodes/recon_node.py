@@ -227,7 +227,19 @@ class ReconNode(LifecycleNode):
     def _on_status_timer(self) -> None:
         if self._active and self._live is not None:
             for topic, msg in self._live.status_messages():
+                if topic == "/diagnostics":
+                    self._add_subscriber_counts(msg)
                 self._publish(topic, msg)
+
+    def _add_subscriber_counts(self, diagnostics: Any) -> None:
+        """``subscribers.<topic>``: subscriptions each output publisher has matched. Whether anyone listens
+        (a costmap on /recon/obstacles, RViz on the map) is the first question when an output "is empty"."""
+        from diagnostic_msgs.msg import KeyValue
+
+        values = diagnostics.status[0].values
+        for topic, pub in self._pubs.items():
+            if topic.startswith("/") and topic not in ("/diagnostics", "/tf"):
+                values.append(KeyValue(key=f"subscribers.{topic}", value=str(pub.get_subscription_count())))
 
     def _on_reset(self, request: Any, response: Any) -> Any:
         if self._live is None:
