@@ -175,20 +175,20 @@ class LiveRecon:
     # ---- outputs (worker thread) ----------------------------------------------------------------
     def _on_keyframe(self, fs: FrameSet, out: KeyframeOutput) -> None:
         if self.cfg.navigation.enabled:  # first: a planner waits for it; the map message can take long
-            self._publish_navigation(out, fs.stamp_ns)
+            self._publish_navigation(out)
         for topic, msg in engine_step_messages(self.kit, self.cfg, self.engine, out):
             self.publish(topic, msg)
 
-    def _publish_navigation(self, out: KeyframeOutput | FlushOutput, step_stamp_ns: int | None) -> None:
+    def _publish_navigation(self, out: KeyframeOutput | FlushOutput) -> None:
         nav = navigation_cloud(self.cfg, out, self.tf.lookup)
         if nav is None:  # no view got depth at this step (the first keyframe waits for the next one)
             return
         t0 = time.perf_counter()
         for topic, msg in navigation_messages(self.kit, self.cfg, nav):
             self.publish(topic, msg)
-        if isinstance(out, KeyframeOutput) and step_stamp_ns is not None:
+        if isinstance(out, KeyframeOutput):  # published at the step of frame set out.stamp_ns (not at a flush)
             self.nav_latency.on_published(nav.stamp_ns, out.stage_seconds, nav.build_s, time.perf_counter() - t0,
-                                          len(nav.points), step_stamp_ns)
+                                          len(nav.points), out.stamp_ns)
         missing = nav.counts["views_without_tf"]
         if missing:  # counted (status, diagnostics) and logged; the other cameras' points still go out
             self.nav_views_without_tf += missing
@@ -205,7 +205,7 @@ class LiveRecon:
         with self.worker.exclusive():
             out = self.engine.flush()
             if self.cfg.navigation.enabled:
-                self._publish_navigation(out, None)
+                self._publish_navigation(out)
             _, msgs = engine_flush_messages(self.kit, self.cfg, self.engine, out)
             for topic, msg in msgs:
                 self.publish(topic, msg)

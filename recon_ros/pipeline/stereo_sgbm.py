@@ -23,6 +23,7 @@ left-right checks keep it, and on Motorcycle it was 95 % of the pixels more than
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -272,7 +273,8 @@ def sgbm_depth(ref: View, pair: RectifiedPair, depth_range: tuple[float, float],
     return _finish(disp, conf, valid, to_depth, depth_range, pair.reference_is_left)
 
 
-def _finish(disp: np.ndarray, conf: np.ndarray, valid: np.ndarray, to_depth, depth_range: tuple[float, float],
+def _finish(disp: np.ndarray, conf: np.ndarray, valid: np.ndarray,
+            to_depth: Callable[[np.ndarray, np.ndarray], np.ndarray], depth_range: tuple[float, float],
             reference_is_left: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Disparity -> depth in the range, confidence 0 where invalid, un-mirrored for a right reference."""
     depth = to_depth(disp, valid)

@@ -23,6 +23,7 @@ For one keyframe step (the engine's output, the navigation cloud built from it a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -30,7 +31,7 @@ from scipy.spatial import cKDTree
 from recon_ros.config import FusionConfig, NavigationConfig, ReconConfig
 from recon_ros.geometry.camera import backproject
 from recon_ros.io.outputs import navigation_cloud
-from recon_ros.pipeline.engine import FlushOutput, KeyframeOutput, ReconstructionEngine
+from recon_ros.pipeline.engine import FlushOutput, KeyframeOutput, ReconstructionEngine, ViewOutput
 from recon_ros.pipeline.frames import CameraImage, FrameSet, View
 from recon_ros.pipeline.navigation import (
     LABEL_OBSTACLE,
@@ -48,13 +49,17 @@ from recon_ros.synthetic.sequence import SyntheticSequence
 FLOOR_Z_M = 1e-3  # true surface points below this are the floor (the room's floor is z = 0)
 
 
-def navigation_figures(scene: Scene, out: KeyframeOutput | FlushOutput, nav: NavigationCloud, lookup: Lookup,
-                       cfg: NavigationConfig, odom_frame: str = "odom",
-                       confidence_threshold: float = FusionConfig.confidence_threshold) -> dict[str, float]:
-    """Figures of one keyframe step (module doc). ``confidence_threshold``: the one the builder used
-    (``fusion.confidence_threshold``), which decides which pixels count as published."""
-    floor_used = floor_kept = 0
-    gt_obstacles, gt_published = [], []
+@dataclass
+class _ViewTruth:
+    depth: np.ndarray  # [h, w] exact depth at the view's pose (0 = nothing)
+    p_cam: np.ndarray  # [h, w, 3] the true surface points in the optical frame
+    world_z: np.ndarray  # [h, w] their height above the floor (tf poses: map = odom = the scene's world)
+    obstacle: np.ndarray  # [h, w] true obstacle pixels: within the navigation range and height band
+
+
+def _views_with_truth(scene: Scene, out: KeyframeOutput | FlushOutput, nav: NavigationCloud,
+                      cfg: NavigationConfig) -> Iterator[tuple[ViewOutput, np.ndarray, _ViewTruth]]:
+    """The views the navigation cloud of this step was built from, with their labels and exact geometry."""
     for v in out.views:
         labels = nav.labels.get(v.camera)
         if labels is None or v.keyframe_id != out.depth_keyframe_id:
@@ -62,18 +67,28 @@ def navigation_figures(scene: Scene, out: KeyframeOutput | FlushOutput, nav: Nav
         h, w = v.depth.shape
         _, true_depth = scene.render(v.T_map_cam, v.K, w, h, supersample=1)
         p_cam = backproject(true_depth, v.K)
-        T_world = v.T_map_cam  # tf poses: map = odom = the scene's world
-        world_z = (p_cam @ T_world[:3, :3].T + T_world[:3, 3])[..., 2]
-        floor = (true_depth > 0) & (world_z < FLOOR_Z_M)
+        world_z = (p_cam @ v.T_map_cam[:3, :3].T + v.T_map_cam[:3, 3])[..., 2]
+        rng = np.linalg.norm(p_cam, axis=2)
+        # Height above the TRUE ground: world z (the synthetic robot drives on the floor, level).
+        obstacle = ((true_depth > 0) & (rng >= cfg.min_range_m) & (rng <= cfg.max_range_m)
+                    & (world_z >= cfg.min_obstacle_height_m) & (world_z <= cfg.max_obstacle_height_m))
+        yield v, labels, _ViewTruth(true_depth, p_cam, world_z, obstacle)
+
+
+def navigation_figures(scene: Scene, out: KeyframeOutput | FlushOutput, nav: NavigationCloud, lookup: Lookup,
+                       cfg: NavigationConfig, odom_frame: str = "odom",
+                       confidence_threshold: float = FusionConfig.confidence_threshold) -> dict[str, float]:
+    """Figures of one keyframe step (module doc). ``confidence_threshold``: the one the builder used
+    (``fusion.confidence_threshold``), which decides which pixels count as published."""
+    floor_used = floor_kept = 0
+    gt_obstacles, gt_published = [], []
+    for v, labels, g in _views_with_truth(scene, out, nav, cfg):
+        floor = (g.depth > 0) & (g.world_z < FLOOR_Z_M)
         floor_used += int((floor & (labels != LABEL_UNUSED)).sum())
         floor_kept += int((floor & (labels == LABEL_OBSTACLE)).sum())
         T = lookup(cfg.frame, v.frame_id, v.stamp_ns)
-        p_nav = p_cam @ T[:3, :3].T + T[:3, 3]
-        rng = np.linalg.norm(p_cam, axis=2)
-        # Height above the TRUE ground: world z (the synthetic robot drives on the floor, level).
-        keep = ((true_depth > 0) & (rng >= cfg.min_range_m) & (rng <= cfg.max_range_m)
-                & (world_z >= cfg.min_obstacle_height_m) & (world_z <= cfg.max_obstacle_height_m))
-        gt_obstacles.append(p_nav[keep])
+        keep = g.obstacle
+        gt_obstacles.append((g.p_cam @ T[:3, :3].T + T[:3, 3])[keep])
         gt_published.append((np.isfinite(v.depth) & (v.confidence >= confidence_threshold))[keep])
     truth = np.concatenate(gt_obstacles) if gt_obstacles else np.zeros((0, 3))
     published = np.concatenate(gt_published) if gt_published else np.zeros(0, bool)
@@ -128,17 +143,8 @@ def diagnose_navigation(scene: Scene, out: KeyframeOutput | FlushOutput, nav: Na
     vs = cfg.voxel_size_m
     truth, covered, passed, est, far_conf, far_rng, all_conf = [], [], [], [], [], [], []
     per_cam: dict[str, int] = {}
-    for v in out.views:
-        labels = nav.labels.get(v.camera)
-        if labels is None or v.keyframe_id != out.depth_keyframe_id:
-            continue
-        h, w = v.depth.shape
-        _, true_depth = scene.render(v.T_map_cam, v.K, w, h, supersample=1)
-        p_cam = backproject(true_depth, v.K)
-        world_z = (p_cam @ v.T_map_cam[:3, :3].T + v.T_map_cam[:3, 3])[..., 2]
-        rng = np.linalg.norm(p_cam, axis=2)
-        keep = ((true_depth > 0) & (rng >= cfg.min_range_m) & (rng <= cfg.max_range_m)
-                & (world_z >= cfg.min_obstacle_height_m) & (world_z <= cfg.max_obstacle_height_m))
+    for v, labels, g in _views_with_truth(scene, out, nav, cfg):
+        p_cam, keep = g.p_cam, g.obstacle
         T = lookup(cfg.frame, v.frame_id, v.stamp_ns)
         _, depth_used, rng_used = builder.confident_pixels(v)
         p_est = backproject(depth_used, v.K) @ T[:3, :3].T + T[:3, 3]
