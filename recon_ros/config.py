@@ -215,7 +215,11 @@ class NavigationConfig:
         0.05, "Points lower than this above the ground are ground (removed); also the costmap's min height.")
     max_obstacle_height_m: float = _f(2.0, "Points higher than this above the ground are dropped (ceiling, overhangs).")
     min_range_m: float = _f(0.2, "Pixels nearer than this to their camera are dropped.")
-    max_range_m: float = _f(5.0, "Pixels farther than this from their camera are dropped (range clip).")
+    max_range_m: float = _f(
+        3.0, "Pixels farther than this from their camera are dropped (range clip). 3 m: the sample costmap is a "
+        "6 x 6 m rolling window (3 m each side; Nav2's voxel layer defaults are 2.5 m marking, 3 m raytracing) and "
+        "stereo depth error grows with range squared (on the published plane-sweep depth at 5 m: 3-10x the points "
+        "> 10 cm off a surface, docs/NAV2.md).")
     ground_height_m: float = _f(
         0.0, "Known height of the ground in the navigation frame (0 when the frame sits on the floor, e.g. "
         "base_footprint; minus the base height for a raised base_link).")
@@ -223,6 +227,12 @@ class NavigationConfig:
         True, "Refine the ground per keyframe with a RANSAC plane fit to pixels near ground_height_m "
         "(follows ramps, pitch and a wrong base height); falls back to ground_height_m when too few fit.")
     ground_fit_band_m: float = _f(0.15, "Only pixels within this of the known ground take part in the plane fit.")
+    min_confidence: float = _f(
+        0.52, "Published depth pixels below this confidence are not used (obstacles or clearing); never below "
+        "fusion.confidence_threshold. Published confidence is in [0.5, 1]: 0.5 = every published pixel. The wrong-"
+        "depth patches that make points > 2 voxels off a surface sit at the bottom (median 0.50-0.51 against "
+        "0.71-0.86 for all obstacle pixels): 0.52 removed every such point on the synthetic scenes for 4-9 points "
+        "fewer obstacle voxels (docs/NAV2.md); 0.5 keeps more at that risk.")
     min_pixels_per_voxel: int = _f(
         1, "A voxel needs this many depth pixels to become a point (speckle filter; far voxels hold only 1-2 "
         "pixels at 320 px, so raise it only with high-resolution depth; the median filter handles speckle).")
@@ -241,6 +251,8 @@ class NavigationConfig:
     def validate(self) -> None:
         if self.voxel_size_m <= 0 or self.max_points < 1 or self.min_pixels_per_voxel < 1:
             raise ConfigError("navigation: voxel_size_m must be > 0, max_points and min_pixels_per_voxel >= 1")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError(f"navigation.min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.min_neighbour_points < 0:
             raise ConfigError(f"navigation.min_neighbour_points must be >= 0, got {self.min_neighbour_points}")
         if not self.min_obstacle_height_m < self.max_obstacle_height_m:

@@ -33,15 +33,19 @@ def run(stream: LoopingStream, wait: bool) -> tuple[list, object, Reconstruction
 def test_waiting_publishes_each_keyframe_once_at_the_next_one(stream: LoopingStream) -> None:
     outs, final, engine = run(stream, wait=True)
     cams = set(stream.camera_names)
-    assert outs[0].views == [] and outs[0].depth_keyframe_id == -1  # the first keyframe waits
-    for k in range(1, FRAMES):
+    # The first keyframe waits for two newer ones, so it is estimated together with the second (they check
+    # each other); from then on each keyframe waits for the next one.
+    assert outs[0].views == [] and outs[0].depth_keyframe_id == -1
+    assert outs[1].views == [] and outs[1].depth_keyframe_id == -1
+    assert {v.keyframe_id for v in outs[2].views} == {0, 1}
+    for k in range(2, FRAMES):
         out = outs[k]
-        assert {v.keyframe_id for v in out.views} == {k - 1} and {v.camera for v in out.views} == cams
+        assert {v.keyframe_id for v in out.views} - {0} == {k - 1} and {v.camera for v in out.views} == cams
         assert out.depth_keyframe_id == k - 1 and out.depth_stamp_ns == stream.stamp_ns(k - 1)
         # its sources include the keyframe that came after it
         assert any(kf == k for v in out.views for kf, _ in v.sources)
-        # TF for the new keyframe's cameras goes out at once, whatever the depth
-        assert {stamp for _, stamp, _ in out.camera_poses} == {stream.stamp_ns(k)}
+    for k in range(FRAMES):  # TF for the new keyframe's cameras goes out at once, whatever the depth
+        assert {stamp for _, stamp, _ in outs[k].camera_poses} == {stream.stamp_ns(k)}
     # the flush estimates the last keyframe, from earlier sources only
     assert {v.keyframe_id for v in final.views} == {FRAMES - 1} and final.depth_keyframe_id == FRAMES - 1
     published = [v.keyframe_id for o in outs for v in o.views] + [v.keyframe_id for v in final.views]
@@ -50,6 +54,31 @@ def test_waiting_publishes_each_keyframe_once_at_the_next_one(stream: LoopingStr
     fused = [c.keyframe_id for o in outs for c in o.clouds]
     assert fused == [k for k in range(FRAMES - 3) for _ in cams]
     assert sorted({c.keyframe_id for c in final.clouds}) == list(range(FRAMES - 3, FRAMES))
+
+
+def test_a_segment_start_waits_for_two_and_is_fused_once_it_has_depth(stream: LoopingStream) -> None:
+    cfg = from_dict({"cameras": stream.camera_names, "runtime.device": "cpu", "keyframes.min_translation_m": 0.01,
+                     "depth.min_baseline_m": 0.02, "fusion.delay_keyframes": 0})
+    engine = ReconstructionEngine(cfg, depth_source=GroundTruthDepth(stream.scene))
+    outs = [engine.process(stream.frameset(i)) for i in range(4)]
+    # delay 0 (+1 while waiting) would fuse keyframe 0 at step 1, before it has depth: it waits for its depth
+    assert [c.keyframe_id for c in outs[1].clouds] == []
+    assert sorted({c.keyframe_id for c in outs[2].clouds}) == [0, 1]
+    assert all(v.depth is not None for v in engine.keyframes.get(0).views.values())  # fused WITH its depth
+    assert engine._segment_starts == set()  # bounded: the id left once its depth was due
+
+
+def test_a_segment_that_ends_early_estimates_its_start_with_what_it_has(stream: LoopingStream) -> None:
+    cfg = from_dict({"cameras": stream.camera_names, "runtime.device": "cpu", "keyframes.min_translation_m": 0.01,
+                     "depth.min_baseline_m": 0.02})
+    engine = ReconstructionEngine(cfg, depth_source=GroundTruthDepth(stream.scene))
+    assert engine.process(stream.frameset(0)) is not None and engine.process(stream.frameset(1)) is not None
+    engine._start_segment(stream.stamp_ns(2), "test jump")  # what an odometry jump does
+    out = engine.process(stream.frameset(2))
+    # keyframe 0 (segment 0's start) is estimated now, from its own segment (keyframe 1) only
+    assert {v.keyframe_id for v in out.views} == {0, 1}
+    assert all(kf in (0, 1) for v in out.views for kf, _ in v.sources)
+    assert engine._segment_starts == {2}  # the new segment's start waits in turn
 
 
 def test_at_once_publishes_each_keyframe_at_its_own_step(stream: LoopingStream) -> None:

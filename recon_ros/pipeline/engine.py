@@ -157,6 +157,11 @@ class ReconstructionEngine:
         self.last_scale = (1.0, 0.0)
         self._next_id = 0
         self._unfused: list[int] = []
+        # Keyframes that start a segment: with depth.wait_for_next_keyframe their depth waits for TWO newer
+        # keyframes, so that it is estimated together with the second keyframe's and the two check each other
+        # (estimated alone, nothing with depth could check it: the navigation cloud of a run's first keyframe
+        # held 60-260 points > 10 cm off a surface, the others 0-170). Bounded: an id leaves once estimated.
+        self._segment_starts: set[int] = set()
 
     # ---- public API --------------------------------------------------------------------------
     def process(self, fs: FrameSet) -> KeyframeOutput | None:
@@ -198,6 +203,7 @@ class ReconstructionEngine:
         self.map.clear()
         self.path.clear()
         self._unfused.clear()
+        self._segment_starts.clear()
         self.T_map_odom = np.eye(4)
 
     def status(self) -> dict:
@@ -256,6 +262,8 @@ class ReconstructionEngine:
             kf = Keyframe(kf_id, fs.stamp_ns, {c: self._make_view(kf_id, fs, c) for c in fs.images}, fs.T_odom_base,
                           self.segment)
         window = [*(k for k in self.keyframes.latest() if k.segment == kf.segment), kf]
+        if len(window) == 1 and self.cfg.depth.wait_for_next_keyframe:
+            self._segment_starts.add(kf.id)
         with self.timer("pose"):
             update = self.pose_source.update(kf, window, fs)
         if update.T_map_odom is not None:
@@ -269,7 +277,8 @@ class ReconstructionEngine:
         # the sum is < buffer_size (validated), so an evicted keyframe is always fused already.
         self.keyframes.add(kf)
         self._unfused.append(kf.id)
-        ready = self._unfused[: max(len(self._unfused) - self._fusion_delay, 0)]
+        ready = [i for i in self._unfused[: max(len(self._unfused) - self._fusion_delay, 0)]
+                 if i not in self._segment_starts]  # (fusion.delay_keyframes 0: fused once it has depth)
         clouds = self._fuse(ready)
 
         self.keyframe_count += 1
@@ -292,14 +301,24 @@ class ReconstructionEngine:
         With ``depth.wait_for_next_keyframe`` a view is estimated once a newer keyframe exists, so its
         sources lie on both sides of it: the parts of the view that no earlier keyframe saw (the far side
         of a backward-facing camera, the edge a turn brings in) can be matched too. Views that had no usable
-        source yet (the very first keyframe) wait as well; each view is estimated at most once. ``kf`` is
-        the new keyframe (its views are sources, and due themselves unless waiting); None at flush, where
-        every waiting view is estimated with what exists.
+        source yet (the very first keyframe) wait as well, and a segment's first keyframe waits for a second
+        newer one (``_segment_starts``); each view is estimated at most once. ``kf`` is the new keyframe (its
+        views are sources, and due themselves unless waiting); None at flush, where every waiting view is
+        estimated with what exists.
         """
         cfg = self.cfg
         new_views = list(kf.views.values()) if kf is not None else []
         candidates = self.keyframes.views() + new_views
-        due = [v for k in self.keyframes for v in k.views.values() if v.depth is None and k.id in self._unfused]
+
+        def waiting(k: Keyframe) -> bool:  # a segment start with fewer than two newer keyframes (the new one
+            # counts); one whose segment ended (odometry jump) is estimated with what its segment has
+            if kf is None or k.id not in self._segment_starts or kf.segment != k.segment:
+                return False
+            return not any(o.segment == k.segment and o.id > k.id for o in self.keyframes)
+
+        due = [v for k in self.keyframes if k.id in self._unfused and not waiting(k)
+               for v in k.views.values() if v.depth is None]
+        self._segment_starts -= {v.keyframe_id for v in due}
         if kf is not None and not cfg.depth.wait_for_next_keyframe:
             due += new_views
         estimated = []

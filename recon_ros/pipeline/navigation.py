@@ -173,7 +173,8 @@ class NavigationCloudBuilder:
 
     def __init__(self, cfg: NavigationConfig, confidence_threshold: float):
         self.cfg = cfg
-        self.confidence_threshold = confidence_threshold
+        # The published threshold (fusion.confidence_threshold) is a floor: nothing below it is ever used.
+        self.confidence_threshold = max(confidence_threshold, cfg.min_confidence)
 
     def confident_pixels(self, view: ViewOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mask, depth, range) of the pixels the navigation outputs may use: published (finite) depth and
