@@ -245,8 +245,8 @@ def test_aloe_published_depth_beats_opencv_sgbm(aloe_run):
 
 
 @pytest.mark.xfail(strict=True, reason="Aloe's top half by confidence: measured 0.578 of all pixels' AbsRel (0.596 "
-                   "without the distinctiveness term), the issue's bar is 0.5 (0.489 before the edge-aware check removed "
-                   "the gross errors it ranked last)")
+                   "without the distinctiveness term), the issue's bar is 0.5 (0.489 before the edge-aware check "
+                   "removed the gross errors it ranked last)")
 def test_aloe_published_confidence_orders_pixels(aloe_run):
     # What remains on Aloe is mostly sub-pixel: 30 % of published pixels are 1-5 % off and follow the
     # ground truth's iso-disparity contours (whole pixels at full size, averaged 2x2), with a +0.13 px

@@ -83,6 +83,7 @@ CVF_MAX_REL_DIFF = 0.15
 CVF_NEAR_PERCENTILE = 100.0
 MEAN_OF_CHANNELS = np.full((1, 3), 1.0 / 3.0, np.float32)
 # The peak ratio's floor on the costs (a cost is at most 0.11 x 7/255 + 0.89 x 2/255 = 0.01): about 1 % of that.
+# Tracking the two lowest minima costs sgbm_depth about 14 % (bench pair, median of 7 alternating runs, h17).
 PKR_EPS = 1e-4
 
 
