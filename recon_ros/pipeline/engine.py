@@ -331,7 +331,7 @@ class ReconstructionEngine:
                 continue
             est = self.depth_source.estimate(view, srcs, rng)
             view.depth, view.confidence, view.valid = est.depth, est.confidence, est.valid
-            view.consistent_with = est.consistent_with
+            view.consistent_with, view.distinctiveness = est.consistent_with, est.distinctiveness
             estimated.append((view, srcs, same, rng))
         # The published-depth filter runs once every view of this step has depth, so views estimated
         # together (a rectified stereo partner, the keyframe's other cameras) check each other both ways.

@@ -54,6 +54,7 @@ class View:
     depth_range: tuple[float, float] | None = None  # from the pose source, when it knows one
     segment: int = 0  # odometry segment: views of different segments are never paired (see engine)
     consistent_with: tuple[tuple[int, str], ...] = ()  # keys the depth source already checked it against
+    distinctiveness: np.ndarray | None = None  # [h, w] in [0, 1] when the depth source has one (DepthEstimate)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -390,9 +390,9 @@ class PlaneSweepDepth:
             return DepthEstimate(zeros, zeros, zeros.astype(bool))
         pair = rectified_partner(ref, sources)
         if pair is not None:  # a rectified stereo pair: semi-global matching along the rows (stereo_sgbm.py)
-            depth_np, conf_np, valid_np = sgbm_depth(ref, pair, depth_range, self.cfg.stereo_fattening_check)
+            depth_np, conf_np, valid_np, distinct = sgbm_depth(ref, pair, depth_range, self.cfg.stereo_fattening_check)
             return DepthEstimate(depth_np, conf_np, valid_np & (conf_np >= self.confidence_threshold),
-                                 consistent_with=(pair.source.key,))
+                                 consistent_with=(pair.source.key,), distinctiveness=distinct)
         dev = self.device
         dmin, dmax = depth_range
         inv = torch.linspace(1.0 / dmax, 1.0 / dmin, self.cfg.num_planes, device=dev)

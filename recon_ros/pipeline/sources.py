@@ -46,6 +46,9 @@ class DepthEstimate:
     # Views this estimate is already left-right consistent with (SGBM's own check against its rectified
     # partner): the published-depth filter does not check it against them again.
     consistent_with: tuple[tuple[int, str], ...] = ()
+    # [h, w] float32 in [0, 1] or None: how distinct the match is from the next-best one (a cost-curve measure;
+    # SGBM's rectified pairs have it). The published confidence ranks by it; it masks nothing.
+    distinctiveness: np.ndarray | None = None
 
 
 class DepthSource(Protocol):

@@ -82,6 +82,9 @@ CVF_MAX_REL_DIFF = 0.15
 # 99.9 0..61 (1.4 s) at delta 99.02 % instead of 99.07 %: the cheaper choice, if that margin may go.
 CVF_NEAR_PERCENTILE = 100.0
 MEAN_OF_CHANNELS = np.full((1, 3), 1.0 / 3.0, np.float32)
+# The peak ratio's floor on the costs (a cost is at most 0.11 x 7/255 + 0.89 x 2/255 = 0.01): about 1 % of that.
+# Tracking the two lowest minima costs sgbm_depth about 14 % (bench pair, median of 7 alternating runs, h17).
+PKR_EPS = 1e-4
 
 
 @dataclass
@@ -174,7 +177,15 @@ def _shift_right(a: np.ndarray, d: int) -> np.ndarray:
 
 
 def cvf_disparity(rgb_l: np.ndarray, rgb_r: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Winner-take-all disparity in ``[lo, hi]`` of the left image from a guided-filtered cost volume.
+    """Winner-take-all disparity in ``[lo, hi]`` of the left image from a guided-filtered cost volume."""
+    return cvf_match(rgb_l, rgb_r, lo, hi)[0]
+
+
+def cvf_match(rgb_l: np.ndarray, rgb_r: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(disparity, distinctiveness)``: the winner-take-all disparity in ``[lo, hi]`` of the left image from a
+    guided-filtered cost volume, and ``1 - c1 / c2`` in [0, 1] with ``c1`` its cost and ``c2`` the cost of the
+    second-lowest local minimum of the cost curve (the peak ratio, PKR, of Hu & Mordohai 2012; 1 where the curve
+    has one minimum): near 0 where another disparity matches almost as well (repetitive texture, ambiguity).
 
     The guided filter (He et al.) with the left colour image as guide averages each disparity's matching
     cost over a window whose weights follow the image's colour edges, so a background pixel next to a thin
@@ -205,6 +216,17 @@ def cvf_disparity(rgb_l: np.ndarray, rgb_r: np.ndarray, lo: int, hi: int) -> np.
     inv_c = [[np.ascontiguousarray(inv[..., i, j]) for j in range(3)] for i in range(3)]
     best = np.full((h, w), np.inf, np.float32)
     arg = np.zeros((h, w), np.float32)
+    # The two lowest local minima of the cost curve, found while streaming over d: slice d - 1 is one where it is
+    # below slice d - 2 and not above slice d (the ends count with +inf outside the range).
+    min1 = np.full((h, w), np.inf, np.float32)
+    min2 = np.full((h, w), np.inf, np.float32)
+    prev2 = prev1 = None
+
+    def add_minimum(is_min: np.ndarray, value: np.ndarray) -> None:
+        v = np.where(is_min, value, np.inf)
+        min2[:] = np.where(v < min1, min1, np.minimum(min2, v))
+        np.minimum(min1, v, out=min1)
+
     for d in range(lo, hi + 1):
         colour = cv2.transform(cv2.absdiff(guide, _shift_right(right, d)), MEAN_OF_CHANNELS)
         grad = cv2.absdiff(gx_l, _shift_right(gx_r, d))
@@ -218,15 +240,26 @@ def cvf_disparity(rgb_l: np.ndarray, rgb_r: np.ndarray, lo: int, hi: int) -> np.
         better = filtered < best
         arg[better] = d
         best = np.where(better, filtered, best)
-    return arg
+        if prev1 is not None:
+            add_minimum((prev1 <= filtered) if prev2 is None else (prev1 < prev2) & (prev1 <= filtered), prev1)
+        prev2, prev1 = prev1, filtered
+    if prev1 is not None:
+        add_minimum(np.ones((h, w), bool) if prev2 is None else prev1 < prev2, prev1)
+    # The filtered cost may dip slightly below 0 (the guided filter is not a convex average): clamp; PKR_EPS keeps
+    # a near-zero best cost from making any second minimum look far.
+    c1 = np.maximum(min1, 0.0)
+    distinct = np.where(np.isfinite(min2), 1.0 - (c1 + PKR_EPS) / np.maximum(min2 + PKR_EPS, c1 + PKR_EPS), 1.0)
+    return arg, distinct.astype(np.float32)
 
 
 def sgbm_depth(ref: View, pair: RectifiedPair, depth_range: tuple[float, float], fattening_check: bool = True
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(depth, confidence, valid)`` of ``ref`` from its rectified partner, at the view resolution.
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(depth, confidence, valid, distinctiveness)`` of ``ref`` from its rectified partner, at the view resolution.
 
     ``fattening_check`` (``depth.stereo_fattening_check``): the two runs and the edge-aware check of the
-    module doc; False = one SGBM run (block 5, OpenCV's penalties), 5-7x faster."""
+    module doc; False = one SGBM run (block 5, OpenCV's penalties), 5-7x faster, and no distinctiveness (None).
+    The distinctiveness is the edge-aware cost volume's peak ratio (``cvf_match``): it only ranks pixels
+    (depth_filter), it masks none."""
     from recon_ros.pipeline.depth_filter import speckle_mask  # depth_filter imports the fusion (heavier)
 
     rgb_l, rgb_r = ref.rgb, pair.source.rgb
@@ -249,7 +282,7 @@ def sgbm_depth(ref: View, pair: RectifiedPair, depth_range: tuple[float, float],
 
     if not fattening_check:
         disp, conf, valid = _sgbm(gl, gr, COARSE, min_disp, num)
-        return _finish(disp, conf, valid, to_depth, depth_range, pair.reference_is_left)
+        return (*_finish(disp, conf, valid, to_depth, depth_range, pair.reference_is_left), None)
     disp_f, conf_f, valid_f = _sgbm(gl, gr, FINE, min_disp, num)
     use_fine = speckle_mask(to_depth(disp_f, valid_f), valid_f & (conf_f >= FINE_MIN_CONFIDENCE),
                             FINE_SPECKLE_SIZE, FINE_SPECKLE_RANGE)
@@ -262,15 +295,19 @@ def sgbm_depth(ref: View, pair: RectifiedPair, depth_range: tuple[float, float],
     disp = np.where(coarse, disp_c, disp_f)
     conf = np.where(coarse & ~use_fine, conf_c, np.where(coarse, np.maximum(conf_c, conf_f), conf_f))
     valid = use_fine | fill
+    distinct = np.ones((h, w), np.float32)
     if valid.any():
         p_hi = np.percentile(disp[valid & (conf >= FINE_MIN_CONFIDENCE)], CVF_NEAR_PERCENTILE)
         lo = max(min_disp, int(math.floor(float(disp[valid].min()))) - 1)
         hi = min(min_disp + num - 1, int(math.ceil(float(p_hi))) + 1)
-        edge_aware = cvf_disparity(rgb_l, rgb_r, lo, hi)
+        edge_aware, distinct = cvf_match(rgb_l, rgb_r, lo, hi)
         # Relative difference of inverse depth (disparity less the principal-point offset); > 0: SGBM nearer.
         rel = (disp - edge_aware) / np.maximum(disp - pair.disparity_offset_px, 1e-3)
         valid &= ~((rel > CVF_MAX_REL_DIFF) | (fill & (rel < -CVF_MAX_REL_DIFF)))
-    return _finish(disp, conf, valid, to_depth, depth_range, pair.reference_is_left)
+    depth, conf, valid = _finish(disp, conf, valid, to_depth, depth_range, pair.reference_is_left)
+    if not pair.reference_is_left:
+        distinct = distinct[:, ::-1]
+    return depth, conf, valid, np.ascontiguousarray(np.where(valid, distinct, 0.0), dtype=np.float32)
 
 
 def _finish(disp: np.ndarray, conf: np.ndarray, valid: np.ndarray,
