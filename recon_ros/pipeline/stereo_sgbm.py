@@ -150,6 +150,10 @@ def _sgbm(gl: np.ndarray, gr: np.ndarray, run: SgbmRun, min_disp: int, num: int
     # SGBM's sub-pixel step locks to integer disparities (measured on a textured plane at 9.6 px true
     # disparity: 9.94 px, a 3.4 % depth error). Refine with a parabola through the ZNCC of the reference
     # and the partner at the rounded disparity and its two neighbours; the peak ZNCC is the confidence.
+    # Only whole-pixel shifts are sampled, so neither image is interpolated (no blur asymmetry): on exactly
+    # shifted synthetic pairs the bias stays within 0.03 px at every fraction where SGBM's own reaches 0.19 px
+    # (test_subpixel_refinement_is_not_locked_to_whole_pixels). Alternatives measured on both real pairs (h18:
+    # Gauss-Newton, equiangular, 5 samples, half-pixel grid, pre-blur, Gaussian window) were no better on both.
     d0 = np.round(np.where(valid, disp, 0.0)).astype(np.float32)
     ref_f, src_f = gl.astype(np.float32), gr.astype(np.float32)
     xs = np.arange(w, dtype=np.float32)[None, :]
