@@ -121,8 +121,9 @@ class DepthConfig:
     wait_for_next_keyframe: bool = _f(
         True, "Estimate a keyframe's depth when the next keyframe arrives, with sources on both sides: covers "
         "what no earlier keyframe saw (a backward-facing camera's far side; measured +10 points of coverage "
-        "there) at one keyframe interval more latency; a segment's first keyframe waits for a second newer one, so that "
-        "its depth is estimated (and checked) together with the second's. False = at once, from earlier keyframes only.")
+        "there) at one keyframe interval more latency; a segment's first keyframe waits for a second newer one, so "
+        "that its depth is estimated (and checked) together with the second's. False = at once, from earlier "
+        "keyframes only.")
     stereo_fattening_check: bool = _f(
         True, "Rectified stereo pairs (SGBM): a second, less smoothed SGBM run and an edge-aware check that drop "
         "foreground fattening at depth edges (Motorcycle: delta 98.2 -> 99.1 %, AbsRel 1.30 -> 0.95 %) at 5-7x the "
