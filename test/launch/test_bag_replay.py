@@ -6,11 +6,14 @@ player:=recon, rate, config, cameras, backend, namespace, log_level). The node i
 third camera `ghost` that never publishes and sync.min_cameras 2: the FrontEnd warns through Python
 `logging` that the rig is degraded; that warning must arrive on /rosout under the node's name.
 Playback must start only after the node reached `active` (the player's first log line comes after
-the node's "active:" line, both taken from /rosout). Run by test/test_ros_node.py in its own process.
+the node's "active:" line: the node's from /rosout, the player's from its process output, since the player
+exits right after playback and a /rosout reader that matches it late can miss its lines for good). Run by
+test/test_ros_node.py in its own process.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 import unittest
@@ -35,6 +38,8 @@ from launch_harness import RosTestCase
 from recon_ros.synthetic import SyntheticConfig, SyntheticSequence
 from recon_ros.synthetic.bag import write_sequence_bag
 
+# The player's "playing" line as its process writes it: [INFO] [<ROS time>] [recon_player]: playing ...
+PLAYING = re.compile(rb"\[(\d+\.\d+)\] \[recon_player\]: playing")
 SEQ = SyntheticConfig(seed=0, n_cameras=2, n_frames=8, width=128, height=96)
 PARAMS = {"sync": {"min_cameras": 2}, "keyframes": {"min_translation_m": 0.02}, "depth": {"num_planes": 24},
           "runtime": {"queue_size": 8}}
@@ -57,7 +62,7 @@ def generate_test_description():
 class TestReplay(RosTestCase):
     node_name = "recon_replay_test"
 
-    def test_plays_after_active_and_python_warnings_reach_rosout(self):
+    def test_plays_after_active_and_python_warnings_reach_rosout(self, proc_output):
         logs: list = []
         clouds: list = []
         rosout_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
@@ -69,20 +74,23 @@ class TestReplay(RosTestCase):
         def find(name_part: str, text: str):
             return [m for m in list(logs) if name_part in m.name and text in m.msg]
 
+        def playing() -> list[float]:  # ROS times of the player's "playing" lines
+            return [float(m.group(1)) for out in list(proc_output) for m in [PLAYING.search(out.text)] if m]
+
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not (clouds and find("recon", "no image in the frame set")
-                                                   and find("recon", "active: subscribed")
-                                                   and find("recon_player", "playing")):
+                                                   and find("recon", "active: subscribed") and playing()):
             time.sleep(0.2)
         self.assertTrue(clouds, "no cloud on /replay/recon/cloud: playback never reached the node")
         warn = find("replay.recon", "no image in the frame set")
         self.assertTrue(warn, f"the FrontEnd's Python warning is not on /rosout: {[m.msg for m in logs][-20:]}")
         self.assertEqual(warn[0].level, Log.WARN)
         self.assertIn("/ghost/image_raw", warn[0].msg)
-        active, playing = find("recon", "active: subscribed"), find("recon_player", "playing")
-        self.assertTrue(active and playing, "missing the node's 'active:' or the player's 'playing' log line")
-        t = lambda m: m.stamp.sec + m.stamp.nanosec * 1e-9  # noqa: E731
-        self.assertLessEqual(t(active[0]), t(playing[0]), "playback started before the node was active")
+        active, started = find("recon", "active: subscribed"), playing()
+        self.assertTrue(active, "the node's 'active:' line is not on /rosout")
+        self.assertTrue(started, "the player's 'playing' line is not in its output")
+        t_active = active[0].stamp.sec + active[0].stamp.nanosec * 1e-9
+        self.assertLessEqual(t_active, started[0], "playback started before the node was active")
 
 
 @launch_testing.post_shutdown_test()
