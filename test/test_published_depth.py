@@ -226,6 +226,17 @@ def run_pair(pair, tmp, depth_range: tuple[float, float], **depth) -> tuple[dict
     return json.loads((tmp / "summary.json").read_text()), baseline.report()["all"]
 
 
+def assert_beats_sgbm(summary: dict, sgbm: dict) -> tuple[dict, str]:
+    """The left camera's published depth against OpenCV's SGBM on the same pixels: AbsRel at most, coverage
+    at least SGBM's, delta >= 99 % and at least SGBM's. Returns (our figures, the failure message)."""
+    ours = summary["published_depth"]["per_camera"]["left"]
+    msg = json.dumps({"ours": ours, "sgbm": {k: v for k, v in sgbm.items() if k != "sparsification"}})
+    assert ours["absrel"] <= sgbm["absrel"], msg
+    assert ours["coverage"] >= sgbm["coverage"], msg
+    assert ours["delta_1_25"] >= 0.99 and ours["delta_1_25"] >= sgbm["delta_1_25"], msg
+    return ours, msg
+
+
 @pytest.fixture(scope="module")
 def motorcycle_run(tmp_path_factory):
     stereo_pairs = pytest.importorskip("recon_ros.synthetic.stereo_pairs")
@@ -235,15 +246,11 @@ def motorcycle_run(tmp_path_factory):
 
 def test_motorcycle_published_depth_beats_opencv_sgbm(motorcycle_run):
     summary, sgbm = motorcycle_run
-    ours = summary["published_depth"]["per_camera"]["left"]
-    msg = json.dumps({"ours": ours, "sgbm": {k: v for k, v in sgbm.items() if k != "sparsification"}})
     # Measured: ours 0.95 % AbsRel at 87.83 % coverage, delta 99.07 %; SGBM 1.83 % at 87.52 %, delta 96.86 %
     # (same ground-truth pixels, same run; OpenCV's SGBM is deterministic). With one SGBM run and no
     # edge-aware check it was 1.30 % at 88.47 %, delta 98.22 %: foreground fattening (stereo_sgbm.py).
     # The margins are thin (0.3 points of coverage, 0.07 of delta): a change of OpenCV's SGBM may cost them.
-    assert ours["absrel"] <= sgbm["absrel"], msg
-    assert ours["coverage"] >= sgbm["coverage"], msg
-    assert ours["delta_1_25"] >= 0.99 and ours["delta_1_25"] >= sgbm["delta_1_25"], msg
+    ours, msg = assert_beats_sgbm(summary, sgbm)
     # The confidence orders pixels by error: measured 0.34 % for the top half vs 0.95 % for all (0.360; 0.408
     # before the cost volume's distinctiveness entered the ranking, depth_filter.DISTINCTIVENESS_POWER).
     assert ours["absrel_top50_confidence"] <= 0.5 * ours["absrel"], msg
@@ -276,13 +283,9 @@ def aloe_run(tmp_path_factory):
 def test_aloe_published_depth_beats_opencv_sgbm(aloe_run):
     """The second real pair: Middlebury 2006 Aloe from Debian's opencv-doc, half size, through the bag tool."""
     summary, sgbm = aloe_run
-    ours = summary["published_depth"]["per_camera"]["left"]
-    msg = json.dumps({"ours": ours, "sgbm": {k: v for k, v in sgbm.items() if k != "sparsification"}})
     # Measured: ours 1.04 % AbsRel at 82.4 % coverage, delta 99.56 %; SGBM 2.49 % at 74.5 %, delta 96.6 %
     # (same ground-truth pixels, same run).
-    assert ours["absrel"] <= sgbm["absrel"], msg
-    assert ours["coverage"] >= sgbm["coverage"], msg
-    assert ours["delta_1_25"] >= 0.99 and ours["delta_1_25"] >= sgbm["delta_1_25"], msg
+    assert_beats_sgbm(summary, sgbm)
 
 
 def test_aloe_ground_truth_caps_the_confidence_ordering_of_an_accurate_estimate():

@@ -286,7 +286,7 @@ def sgbm_depth(ref: View, pair: RectifiedPair, depth_range: tuple[float, float],
 
     if not fattening_check:
         disp, conf, valid = _sgbm(gl, gr, COARSE, min_disp, num)
-        return (*_finish(disp, conf, valid, to_depth, depth_range, pair.reference_is_left), None)
+        return _finish(disp, conf, valid, to_depth, depth_range, pair.reference_is_left)
     disp_f, conf_f, valid_f = _sgbm(gl, gr, FINE, min_disp, num)
     use_fine = speckle_mask(to_depth(disp_f, valid_f), valid_f & (conf_f >= FINE_MIN_CONFIDENCE),
                             FINE_SPECKLE_SIZE, FINE_SPECKLE_RANGE)
@@ -308,19 +308,22 @@ def sgbm_depth(ref: View, pair: RectifiedPair, depth_range: tuple[float, float],
         # Relative difference of inverse depth (disparity less the principal-point offset); > 0: SGBM nearer.
         rel = (disp - edge_aware) / np.maximum(disp - pair.disparity_offset_px, 1e-3)
         valid &= ~((rel > CVF_MAX_REL_DIFF) | (fill & (rel < -CVF_MAX_REL_DIFF)))
-    depth, conf, valid = _finish(disp, conf, valid, to_depth, depth_range, pair.reference_is_left)
-    if not pair.reference_is_left:
-        distinct = distinct[:, ::-1]
-    return depth, conf, valid, np.ascontiguousarray(np.where(valid, distinct, 0.0), dtype=np.float32)
+    return _finish(disp, conf, valid, to_depth, depth_range, pair.reference_is_left, distinct)
 
 
 def _finish(disp: np.ndarray, conf: np.ndarray, valid: np.ndarray,
             to_depth: Callable[[np.ndarray, np.ndarray], np.ndarray], depth_range: tuple[float, float],
-            reference_is_left: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Disparity -> depth in the range, confidence 0 where invalid, un-mirrored for a right reference."""
+            reference_is_left: bool, distinct: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Disparity -> depth in the range; confidence (and distinctiveness, when given) 0 where invalid; all
+    un-mirrored for a right reference."""
     depth = to_depth(disp, valid)
     valid = valid & (depth > 0) & (depth >= depth_range[0]) & (depth <= depth_range[1])
     conf = np.where(valid, conf, 0.0).astype(np.float32)
+    if distinct is not None:
+        distinct = np.where(valid, distinct, 0.0).astype(np.float32)
     if not reference_is_left:
         depth, conf, valid = depth[:, ::-1], conf[:, ::-1], valid[:, ::-1]
-    return np.ascontiguousarray(depth), np.ascontiguousarray(conf), np.ascontiguousarray(valid)
+        distinct = None if distinct is None else distinct[:, ::-1]
+    distinct = None if distinct is None else np.ascontiguousarray(distinct)
+    return np.ascontiguousarray(depth), np.ascontiguousarray(conf), np.ascontiguousarray(valid), distinct
