@@ -21,7 +21,7 @@ WIDTH, HEIGHT = 320, 240
 def _demo_views(device: str):
     from recon_ros.config import DepthConfig
     from recon_ros.pipeline.frames import View
-    from recon_ros.pipeline.fusion import select_sources
+    from recon_ros.pipeline.fusion import select_depth_sources
     from recon_ros.synthetic.sequence import SyntheticConfig, SyntheticSequence
 
     seq = SyntheticSequence(SyntheticConfig(seed=0, n_cameras=4, n_frames=16, width=WIDTH, height=HEIGHT))
@@ -34,7 +34,7 @@ def _demo_views(device: str):
     rng = (cfg.min_depth_m, cfg.max_depth_m)
     # The first view (of the later keyframes) that finds the configured number of sources, as most demo views do.
     for ref in (v for v in views if v.keyframe_id >= 10):
-        sources = select_sources(ref, views, rng, cfg.num_sources, cfg.min_overlap, cfg.min_baseline_m)
+        sources = select_depth_sources(ref, views, rng, cfg.num_sources, cfg.min_overlap, cfg.min_baseline_m)
         if len(sources) == cfg.num_sources:
             break
     return ref, sources, views, cfg

@@ -6,7 +6,7 @@ import pytest
 from recon_ros.config import DepthConfig, FusionConfig
 from recon_ros.geometry.se3 import make_transform
 from recon_ros.pipeline.frames import View
-from recon_ros.pipeline.fusion import consistency_count, fuse_view, select_sources
+from recon_ros.pipeline.fusion import consistency_count, fuse_view, select_depth_sources, select_sources
 from recon_ros.pipeline.planesweep import PlaneSweepDepth
 
 W, H = 160, 120
@@ -100,5 +100,27 @@ def test_fusion_counts_partial_agreement():
 def test_source_selection_prefers_parallax(baseline):
     ref = view(0, 0.0)
     near = view(1, baseline)
-    chosen = select_sources(ref, [near], (0.5, 10.0), 4, min_overlap=0.2, min_baseline_m=0.05)
+    chosen = select_depth_sources(ref, [near], (0.5, 10.0), 4, min_overlap=0.2, min_baseline_m=0.05)
     assert (near in chosen) == (baseline >= 0.05)
+
+
+def test_equal_source_scores_go_to_the_nearest_view():
+    """Views behind the reference on its axis see its whole sampled frustum (overlap 1.0) and, from 0.224 m
+    (a tenth of the range's mid depth) on, have full parallax weight: they tie. The nearest comes first,
+    whatever the candidates' order (keyframes arrive oldest first, and ties went to the oldest before)."""
+    img = render_plane(0.0)
+
+    def behind(kf: int, dz: float) -> View:
+        return View(kf, "cam", kf, img, K, make_transform(np.eye(3), [0.0, 0.0, -dz]))
+
+    ref = View(0, "cam", 0, img, K, np.eye(4))
+    rng = (0.5, 10.0)
+    far, middle, near = behind(1, 0.9), behind(2, 0.6), behind(3, 0.3)
+    chosen = select_depth_sources(ref, [far, middle, near], rng, 2, min_overlap=0.2, min_baseline_m=0.05)
+    assert [v.keyframe_id for v in chosen] == [3, 2]
+    # a view with less parallax (weight 0.1 / 0.224) ranks below them
+    close = behind(4, 0.1)
+    chosen = select_depth_sources(ref, [close, far, middle, near], rng, 4, min_overlap=0.2, min_baseline_m=0.05)
+    assert [v.keyframe_id for v in chosen] == [3, 2, 1, 4]
+    # the consistency checks' selection is by overlap alone, and never the view itself
+    assert [v.keyframe_id for v in select_sources(ref, [ref, close, far], rng, 4, 0.05)] == [4, 1]

@@ -126,7 +126,7 @@ class PublishedDepthFilter:
         # coverage (88.5 -> 85.1 %, below SGBM's own 87.5 %) for 0.4 points of delta.
         with_depth = [n for n in neighbours if n.depth is not None and n.key != view.key
                       and n.key not in view.consistent_with]
-        others = select_sources(view, with_depth, depth_range, self.max_views, 0.05, 0.0) if with_depth else []
+        others = select_sources(view, with_depth, depth_range, self.max_views, 0.05) if with_depth else []
         if others:
             count, checked, mean_rel = consistency(view, others, cfg.publish_pixel_threshold,
                                                    cfg.publish_relative_depth_threshold, self.device)

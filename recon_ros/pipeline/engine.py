@@ -23,7 +23,7 @@ from recon_ros.geometry.camera import PinholeCamera, backproject
 from recon_ros.geometry.se3 import transform_points
 from recon_ros.pipeline.depth_filter import PublishedDepthFilter
 from recon_ros.pipeline.frames import DropCounter, FrameSet, Keyframe, View
-from recon_ros.pipeline.fusion import fuse_view, select_sources
+from recon_ros.pipeline.fusion import fuse_view, select_depth_sources, select_sources
 from recon_ros.pipeline.keyframes import KeyframeBuffer, KeyframeSelector, OdometryJumpDetector
 from recon_ros.pipeline.sources import DepthSource, PoseSource, build_depth_source, build_pose_source
 from recon_ros.pipeline.voxel_map import VoxelMap
@@ -325,7 +325,7 @@ class ReconstructionEngine:
         for view in due:
             rng = self._depth_range(view)
             same = [c for c in candidates if c.segment == view.segment]
-            srcs = select_sources(view, same, rng, cfg.depth.num_sources, cfg.depth.min_overlap,
+            srcs = select_depth_sources(view, same, rng, cfg.depth.num_sources, cfg.depth.min_overlap,
                                   cfg.depth.min_baseline_m)
             if not srcs:
                 continue
@@ -372,7 +372,7 @@ class ReconstructionEngine:
                         clouds.append(self._cloud_output(view, np.zeros(view.rgb.shape[:2], bool)))
                         continue
                     same = [v for v in with_depth if v.segment == view.segment]
-                    others = select_sources(view, same, self._depth_range(view), cfg.fusion.max_views, 0.05, 0.0)
+                    others = select_sources(view, same, self._depth_range(view), cfg.fusion.max_views, 0.05)
                     keep = fuse_view(view, others, cfg.fusion, self.device) & (view.depth <= cfg.map.max_range_m)
                     clouds.append(self._cloud_output(view, keep))
         with self.timer("map"):  # one insert per step: each insert re-downsamples the whole map
