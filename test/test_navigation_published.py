@@ -5,7 +5,8 @@ keyframe's depth comes when the next keyframe exists, the first keyframe's toget
 the last one's at the end-of-run flush), default configuration (range 3 m, navigation.min_confidence), the same
 driver and definitions as ``benchmarks/nav_figures.py --depth planesweep``
 (``recon_ros/synthetic/nav_eval.py``). What the issue requires and does not yet hold on this depth is
-asserted as strict xfail: such a test fails as soon as the figure is met, so that it gets promoted.
+asserted as strict xfail: such a test fails as soon as the figure is met, so that it gets promoted. Scene 1
+again over 10 frames (9 clouds) covers a turn.
 """
 
 from __future__ import annotations
@@ -127,3 +128,37 @@ def test_why_voxels_are_missed_and_where_far_points_come_from(published_run) -> 
         assert why["far_pixels"] <= 0.002 * why["obstacle_pixels"], why
         if why["far_pixels"]:
             assert why["far_pixel_confidence_p50"] < why["obstacle_pixel_confidence_p50"], why
+
+
+@pytest.fixture(scope="module")
+def turning_run() -> list[dict]:
+    """Scene 1 over 10 frames: from the sixth frame on the robot turns at 33 degrees per second (16 per
+    keyframe), so the side cameras sweep across the room (``benchmarks/nav_figures.py --frames 10``)."""
+    seq = SyntheticSequence(SyntheticConfig(seed=1, n_frames=10, width=W, height=H, rate_hz=2.0))
+    cfg = from_dict({"runtime.device": "cpu"})
+    steps = []
+    for out, nav, tf in drive_navigation(seq, cfg, build_depth_source(cfg, "cpu")):
+        if nav.labels:
+            fig = navigation_figures(seq.scene, out, nav, tf.lookup, cfg.navigation,
+                                     confidence_threshold=cfg.fusion.confidence_threshold)
+            steps.append(fig | {"keyframe": out.depth_keyframe_id})
+    return steps
+
+
+def test_surface_and_floor_targets_hold_through_a_turn(turning_run) -> None:
+    assert len(turning_run) == 9
+    turn = [f for f in turning_run if f["keyframe"] >= 6]
+    assert len(turn) == 4
+    for f in turning_run:
+        # Measured (2026-12-03): floor removed 99.9-100 %, largest distance 5.2-8.6 cm (5.3-8.6 in the turn),
+        # no point > 10 cm off, p99 2.7-3.2 cm.
+        assert f["floor_removed"] >= 0.95, f
+        assert f["surface_max_m"] <= 2 * 0.05, f
+        assert f["far_points"] == 0, f
+        assert f["surface_p99_m"] <= 0.05, f
+    # Not the target (the strict xfail above covers it): kept drops in the turn, where a side camera sees a new
+    # strip at every keyframe that one neighbour shares: measured 80.9-84.8 % kept, 85.4-90.6 % covered (77.6-91.8
+    # and 92.8-97.2 % on the straight steps). Among covered voxels within 2 voxels 95.1-97.8 % in the turn.
+    for f in turn:
+        assert f["obstacle_covered"] >= 0.8, f
+        assert f["obstacle_kept_covered_2vox"] >= 0.92, f
