@@ -235,6 +235,13 @@ class NavigationConfig:
         "depth patches that make points > 2 voxels off a surface sit at the bottom (median 0.50-0.51 against "
         "0.71-0.86 for all obstacle pixels): 0.52 removed every such point on the synthetic scenes for 4-9 points "
         "fewer obstacle voxels (docs/NAV2.md); 0.5 keeps more at that risk.")
+    well_triangulated_error_m: float = _f(
+        0.005, "A published pixel below min_confidence is still used where its sources pin its depth: a matching "
+        "error of 0.1 px moves it by at most this (the source image point moves >= 20 px per metre of depth). Wide "
+        "triangulation, not the confidence, decides there: the low-confidence pixels that made points > 2 voxels off "
+        "lie near the epipole of a camera moving along its axis. Measured up to +3 points of obstacle voxels kept, "
+        "none > 2 voxels off; 0.01 kept more but let one point 10.1 cm off through in a turn (docs/NAV2.md). "
+        "0 = off.")
     min_pixels_per_voxel: int = _f(
         1, "A voxel needs this many depth pixels to become a point (speckle filter; far voxels hold only 1-2 "
         "pixels at 320 px, so raise it only with high-resolution depth; the median filter handles speckle).")
@@ -255,6 +262,9 @@ class NavigationConfig:
             raise ConfigError("navigation: voxel_size_m must be > 0, max_points and min_pixels_per_voxel >= 1")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError(f"navigation.min_confidence must be in [0, 1], got {self.min_confidence}")
+        if self.well_triangulated_error_m < 0:
+            raise ConfigError(
+                f"navigation.well_triangulated_error_m must be >= 0 (0 = off), got {self.well_triangulated_error_m}")
         if self.min_neighbour_points < 0:
             raise ConfigError(f"navigation.min_neighbour_points must be >= 0, got {self.min_neighbour_points}")
         if not self.min_obstacle_height_m < self.max_obstacle_height_m:

@@ -62,9 +62,9 @@ def test_small_scene_published_depth(small_run):
     msg = json.dumps({c: {k: v for k, v in m.items() if k != "sparsification"} for c, m in pub["per_camera"].items()})
     print("published depth", msg, json.dumps({k: v for k, v in pub["all"].items() if k != "sparsification"}))
     allm = pub["all"]
-    # Measured (seed 0, 40 frames): AbsRel 0.56 %, coverage 91.9 %, delta 99.92 %, top half by confidence
+    # Measured (seed 0, 40 frames): AbsRel 0.56 %, coverage 92.0 %, delta 99.93 %, top half by confidence
     # 0.19 %; per camera (back / front / left / right) AbsRel 0.62 / 0.84 / 0.69 / 0.14 % at coverage
-    # 91.0 / 86.8 / 92.5 / 97.4 % (2026-12-03, ties between depth sources to the nearest). (Depth at once
+    # 91.0 / 86.8 / 92.6 / 97.5 % (2026-12-03, depth sources chosen for coverage). (Depth at once
     # from earlier keyframes, depth.wait_for_next_keyframe false:
     # 0.634 % at 83.1 %, the back camera 71.8 %: what it sees next, no earlier keyframe saw.)
     # Bounds: the (AbsRel <= 1 % at coverage >= 80 % per camera, delta >= 99 %), the measured state

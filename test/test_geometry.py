@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from recon_ros.geometry.camera import PinholeCamera, backproject, project
+from recon_ros.geometry.camera import PinholeCamera, backproject, depth_sensitivity, project
 from recon_ros.geometry.se3 import (
     from_quaternion,
     interpolate,
@@ -91,3 +91,25 @@ def test_transform_points_matches_matrix_product():
     p = RNG.normal(size=(7, 3))
     ref = (T @ np.c_[p, np.ones(7)].T).T[:, :3]
     np.testing.assert_allclose(transform_points(T, p), ref, atol=1e-12)
+
+
+def test_depth_sensitivity_is_the_parallax_per_metre_of_depth():
+    K = np.array([[200.0, 0, 79.5], [0, 200.0, 59.5], [0, 0, 1]])
+    depth = np.full((120, 160), 2.0)
+    depth[0, 0] = np.nan
+    sideways = np.eye(4)
+    sideways[0, 3] = 0.3  # a source 0.3 m to the side: disparity f b / Z, so f b / Z^2 per metre
+    s = depth_sensitivity(depth, K, np.eye(4), [(K, sideways, (160, 120))])
+    # the source sees reference pixel u at u - f b / Z = u - 30: the 30 left columns fall outside it
+    assert np.allclose(s[1:, 30:], 200.0 * 0.3 / 4.0, rtol=1e-6)
+    assert (s[:, :30] == 0).all()
+    assert s[0, 0] == 0.0  # no depth
+    forward = np.eye(4)
+    forward[2, 3] = -0.5  # a source 0.5 m behind, on the optical axis: no parallax at the epipole
+    f = depth_sensitivity(depth, K, np.eye(4), [(K, forward, (160, 120))])
+    assert f[59, 79] < 0.05 * f[59, 0] and f[59, 0] > 0
+    # the image point at r px from the epipole sits at f x / (Z + b) = r Z / (Z + b): r b / (Z + b)^2 per metre
+    assert f[59, 0] == pytest.approx(79.5 * 0.5 / 2.5**2, rel=1e-3)
+    # the largest over the sources
+    both = depth_sensitivity(depth, K, np.eye(4), [(K, forward, (160, 120)), (K, sideways, (160, 120))])
+    assert np.allclose(both, np.maximum(s, f))

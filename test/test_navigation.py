@@ -194,11 +194,41 @@ def test_voxel_downsample_centroids_and_support() -> None:
     assert np.allclose(cen[np.argmax(count)], [0.02, 0.02, 0.02], atol=1e-6)
 
 
+def test_low_confidence_pixels_are_used_only_where_the_sources_pin_the_depth() -> None:
+    """Between the published threshold (0.3 here) and min_confidence (0.52 default) a pixel is used only where a
+    0.1 px matching error moves its depth by at most well_triangulated_error_m (0.005 m: >= 20 px per metre).
+    A source beside the camera moves a wall point at 2 m by f b / Z^2 = 25 b px per metre of depth."""
+
+    def beside(b: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        T = np.eye(4)
+        T[0, 3] = -b  # b metres to the side (it sees most of the wall)
+        return K, T, (160, 120)
+
+    view = wall_view()
+    view.confidence[:] = 0.51
+    view.source_cameras = [beside(1.0)]  # 25 px per metre: pinned
+    pinned = build(view)
+    assert len(pinned.points) > 50
+    view.source_cameras = [beside(0.4)]  # 10 px per metre (1 cm per 0.1 px): not pinned
+    assert len(build(view).points) == 0
+    view.source_cameras = [beside(0.4), beside(1.0)]  # the best source counts
+    assert len(build(view).points) == len(pinned.points)
+    assert len(build(view, well_triangulated_error_m=0.0).points) == 0  # off
+    view.source_cameras = []  # sources unknown
+    assert len(build(view).points) == 0
+    # never below the published threshold, however well triangulated
+    view.confidence[:] = 0.29
+    view.source_cameras = [beside(5.0)]
+    assert len(build(view).points) == 0
+
+
 def test_navigation_config_is_validated() -> None:
     with pytest.raises(ConfigError, match="min_obstacle_height_m"):
         from_dict({"navigation.min_obstacle_height_m": 1.0, "navigation.max_obstacle_height_m": 0.5})
     with pytest.raises(ConfigError, match="median_filter_px"):
         from_dict({"navigation.median_filter_px": 4})
+    with pytest.raises(ConfigError, match="well_triangulated_error_m"):
+        from_dict({"navigation.well_triangulated_error_m": -0.01})
 
 
 def test_messages_topics_and_frames() -> None:

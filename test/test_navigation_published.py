@@ -51,7 +51,7 @@ def test_floor_is_removed_on_published_depth(published_run) -> None:
     for s in published_run:
         f = s["default"]
         assert f["floor_pixels"] > 5000
-        # Required >= 95 %; measured 99.9-100 % on both scenes.
+        # Required >= 95 %; measured 99.8-100 % on both scenes.
         assert f["floor_removed"] >= 0.95, f
 
 
@@ -61,13 +61,13 @@ def test_covered_obstacle_voxels_are_kept_within_the_precision_tolerance(publish
     for s in published_run:
         f = s["default"]
         assert f["obstacle_voxels"] > 4000  # measured 4668-7257 within 3 m
-        # Coverage of the published depth: measured 89.2-97.2 % of the obstacle voxels within 3 m (holes = its
+        # Coverage of the published depth: measured 89.2-97.3 % of the obstacle voxels within 3 m (holes = its
         # mask; 82-90 % at 192x144 within 5 m).
         assert 0.85 <= f["obstacle_covered"] <= 1.0, f
-        # Measured 92.5-97.6 % (98.7-99.8 % with every published pixel, navigation.min_confidence 0.5); the
+        # Measured 93.3-97.6 % (98.7-99.8 % with every published pixel, navigation.min_confidence 0.5); the
         # regression bound leaves 2 points for the plane sweep's thread-order noise.
         assert f["obstacle_kept_covered_2vox"] >= 0.9, f
-        # Within one voxel (the old definition, among covered): measured 83.2-93.7 %.
+        # Within one voxel (the old definition, among covered): measured 84.1-93.8 %.
         assert f["obstacle_kept_covered"] >= 0.8, f
 
 
@@ -87,19 +87,19 @@ def test_min_confidence_trades_kept_voxels_for_points_off_the_surface(published_
     # Measured per scene (4 steps): 21 and 38 points > 10 cm off with every pixel, 0 and 0 at the default.
     assert far_default < far_all, (far_default, far_all)
     for s in published_run:
-        # ...and every step keeps fewer obstacle voxels (measured 4-10 points fewer within one voxel)
+        # ...and every step keeps fewer obstacle voxels (measured 2.9-8.6 points fewer within one voxel)
         assert s["default"]["obstacle_kept"] < s["all_published"]["obstacle_kept"] + 1e-9
 
 
 @pytest.mark.xfail(strict=True, reason="issue #15 target not met on the published plane-sweep depth: obstacle "
-                   "voxels kept 77.6-90.7 % (87.1-95.3 % with navigation.min_confidence 0.5; coverage of the "
+                   "voxels kept 78.5-90.8 % (87.1-95.3 % with navigation.min_confidence 0.5; coverage of the "
                    "published depth 89-97 %; docs/NAV2.md)")
 def test_issue_target_obstacle_voxels_kept(published_run) -> None:
     assert all(s["default"]["obstacle_kept"] >= 0.95 for s in published_run)
 
 
 def test_issue_target_no_point_farther_than_two_voxels(published_run) -> None:
-    # Measured 4.2-7.4 cm (9.7-15.9 cm with navigation.min_confidence 0.5; 14-34 cm at 192x144 within 5 m).
+    # Measured 4.2-7.3 cm (9.7-15.9 cm with navigation.min_confidence 0.5; 14-34 cm at 192x144 within 5 m).
     assert all(s["default"]["surface_max_m"] <= 2 * 0.05 for s in published_run), [
         s["default"]["surface_max_m"] for s in published_run]
 
@@ -121,8 +121,8 @@ def test_why_voxels_are_missed_and_where_far_points_come_from(published_run) -> 
         assert sum(why[c] for c in causes) == why["missed"]
         assert abs(why["missed"] - (1.0 - f["obstacle_kept"]) * f["obstacle_voxels"]) < 0.5
         # Measured (not asserted: it moves with the published depth's coverage): holes (no pixel the cloud may
-        # use) cause 73-89 % of the misses (82 % over the 8 steps), the median filter / band 8-23 %, the depth
-        # being > 1 voxel off 1-3 %.
+        # use) cause 71-88 % of the misses (80 % over the 8 steps), the median filter / band 8-23 %, the depth
+        # being > 1 voxel off 1-5 %.
         # Far pixels: none at the default (with every published pixel 0.02-0.03 % of the obstacle pixels, of
         # published confidence 0.50-0.51 against 0.72-0.86 for all obstacle pixels).
         assert why["far_pixels"] <= 0.002 * why["obstacle_pixels"], why
@@ -147,18 +147,21 @@ def turning_run() -> list[dict]:
 
 def test_surface_and_floor_targets_hold_through_a_turn(turning_run) -> None:
     assert len(turning_run) == 9
-    turn = [f for f in turning_run if f["keyframe"] >= 6]
+    turn = [f for f in turning_run if f["keyframe"] >= 6]  # 6-8 turning, 9 the end-of-run flush
     assert len(turn) == 4
     for f in turning_run:
-        # Measured (2026-12-03): floor removed 99.9-100 %, largest distance 5.2-8.6 cm (5.3-8.6 in the turn),
-        # no point > 10 cm off, p99 2.7-3.2 cm.
+        # Measured (2026-12-03): floor removed 99.9-100 %, largest distance 4.6-7.6 cm, no point > 10 cm off,
+        # p99 2.3-3.1 cm.
         assert f["floor_removed"] >= 0.95, f
         assert f["surface_max_m"] <= 2 * 0.05, f
         assert f["far_points"] == 0, f
         assert f["surface_p99_m"] <= 0.05, f
-    # Not the target (the strict xfail above covers it): kept drops in the turn, where a side camera sees a new
-    # strip at every keyframe that one neighbour shares: measured 80.9-84.8 % kept, 85.4-90.6 % covered (77.6-91.8
-    # and 92.8-97.2 % on the straight steps). Among covered voxels within 2 voxels 95.1-97.8 % in the turn.
+    # Not the target (the strict xfail above covers it): measured 89.9-93.6 % kept and 95.9-96.8 % covered while
+    # turning, 82.5 / 91.3 % at the flush (78.5-92.9 / 92.8-97.3 % on the straight steps); among covered voxels
+    # within 2 voxels 95.2-98.5 %. Before the depth sources were chosen for coverage and viewing direction
+    # (fusion.select_depth_sources) the turning steps kept 81.4-84.8 %: the side camera got the front cameras of
+    # keyframes a metre behind as sources instead of its neighbours.
     for f in turn:
-        assert f["obstacle_covered"] >= 0.8, f
-        assert f["obstacle_kept_covered_2vox"] >= 0.92, f
+        assert f["obstacle_covered"] >= 0.88, f
+        assert f["obstacle_kept_covered_2vox"] >= 0.93, f
+    assert all(f["obstacle_kept"] >= 0.87 for f in turn if f["keyframe"] <= 8), turn

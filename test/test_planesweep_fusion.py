@@ -2,11 +2,18 @@
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from recon_ros.config import DepthConfig, FusionConfig
 from recon_ros.geometry.se3 import make_transform
 from recon_ros.pipeline.frames import View
-from recon_ros.pipeline.fusion import consistency_count, fuse_view, select_depth_sources, select_sources
+from recon_ros.pipeline.fusion import (
+    consistency_count,
+    frustum_overlap,
+    fuse_view,
+    select_depth_sources,
+    select_sources,
+)
 from recon_ros.pipeline.planesweep import PlaneSweepDepth
 
 W, H = 160, 120
@@ -124,3 +131,21 @@ def test_equal_source_scores_go_to_the_nearest_view():
     assert [v.keyframe_id for v in chosen] == [3, 2, 1, 4]
     # the consistency checks' selection is by overlap alone, and never the view itself
     assert [v.keyframe_id for v in select_sources(ref, [ref, close, far], rng, 4, 0.05)] == [4, 1]
+
+
+def test_a_source_looking_another_way_ranks_below_the_neighbours():
+    """A view from far behind sees more of the near frustum the overlap is sampled in than a neighbour that
+    turned a little; the view-angle weight still ranks the neighbour first (a side camera in a turn)."""
+    img = render_plane(0.0)
+    ref = View(0, "cam", 0, img, K, np.eye(4))
+    rng = (0.5, 10.0)
+    turned = np.eye(4)
+    turned[:3, :3] = Rotation.from_euler("y", 16, degrees=True).as_matrix()
+    turned[:3, 3] = [0.25, 0.0, 0.0]
+    behind = np.eye(4)
+    behind[:3, :3] = Rotation.from_euler("y", -40, degrees=True).as_matrix()
+    behind[:3, 3] = [0.7, 0.0, -1.0]
+    neighbour, far = View(1, "cam", 1, img, K, turned), View(2, "other", 2, img, K, behind)
+    assert frustum_overlap(ref, far, rng) > frustum_overlap(ref, neighbour, rng)
+    chosen = select_depth_sources(ref, [far, neighbour], rng, 2, min_overlap=0.2, min_baseline_m=0.05)
+    assert [v.keyframe_id for v in chosen] == [1, 2]

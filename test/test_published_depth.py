@@ -363,7 +363,7 @@ def test_second_rig_published_depth(second_rig_run):
     msg = json.dumps({c: {k: v for k, v in m.items() if k != "sparsification"} for c, m in pub["per_camera"].items()})
     print("second rig published depth", msg, json.dumps({k: v for k, v in pub["all"].items() if k != "sparsification"}))
     allm = pub["all"]
-    # Measured: AbsRel 0.560 % at 91.6 % coverage, delta 99.98 %, top half by confidence 0.265 % (ratio 0.473),
+    # Measured: AbsRel 0.561 % at 91.6 % coverage, delta 99.98 %, top half by confidence 0.265 % (ratio 0.473),
     # AUSE 0.095 %; per camera AbsRel 0.69 / 0.37 / 0.63 % at coverage 90.4 / 94.3 / 89.9 % (2026-12-03).
     # (Depth estimated
     # at once from earlier keyframes only, depth.wait_for_next_keyframe false: 0.69 % at 79.4 %, cam1 72.8 %;

@@ -69,3 +69,43 @@ def project(points: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         u = K[0, 0] * points[..., 0] / z + K[0, 2]
         v = K[1, 1] * points[..., 1] / z + K[1, 2]
     return np.stack([u, v], axis=-1), z
+
+
+def depth_sensitivity(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
+                      sources: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]],
+                      mask: np.ndarray | None = None) -> np.ndarray:
+    """``[H, W]`` pixels a source image point moves per metre of depth change, the largest over the
+    ``sources`` (``(K_source, T_world_source, (width, height))``) that see the point (in front of the source
+    and inside its image), at each pixel's ``depth``; 0 where the depth is not finite and positive, outside
+    ``mask`` (computed only there when given) or where no source sees the point.
+
+    Multi-view stereo measures depth through this motion: a matching error of ``e`` pixels is a depth error
+    of about ``e / sensitivity`` metres. It is small near the epipole (a camera moving along its optical axis
+    sees no parallax straight ahead) and far away (it falls with depth squared).
+    """
+    h, w = depth.shape
+    ok = np.isfinite(depth) & (depth > 0)
+    if mask is not None:
+        ok &= mask
+    v, u = np.nonzero(ok)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones(len(u))], axis=1)  # dX / ddepth
+    points = rays * depth[v, u].astype(np.float64)[:, None]
+    best = np.zeros(len(u))
+    for K_s, T_world_src, (w_s, h_s) in sources:
+        T = np.linalg.inv(T_world_src) @ T_world_cam
+        R, t = T[:3, :3], T[:3, 3]
+        d_point = rays @ R.T  # d X_source / d depth
+        p = points @ R.T + t
+        z = p[:, 2]
+        front = z > 1e-3
+        z = np.where(front, z, 1.0)
+        u_s = K_s[0, 0] * p[:, 0] / z + K_s[0, 2]
+        v_s = K_s[1, 1] * p[:, 1] / z + K_s[1, 2]
+        front &= (u_s >= 0) & (u_s <= w_s - 1) & (v_s >= 0) & (v_s <= h_s - 1)
+        # d (x / z) = (dx z - x dz) / z^2, scaled by the focal lengths
+        du = K_s[0, 0] * (d_point[:, 0] * z - p[:, 0] * d_point[:, 2]) / z**2
+        dv = K_s[1, 1] * (d_point[:, 1] * z - p[:, 1] * d_point[:, 2]) / z**2
+        best = np.maximum(best, np.where(front, np.hypot(du, dv), 0.0))
+    out = np.zeros((h, w), np.float32)
+    out[v, u] = best
+    return out

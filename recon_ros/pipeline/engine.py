@@ -52,6 +52,9 @@ class ViewOutput:
     T_map_cam: np.ndarray
     sources: list[tuple[int, str]] = field(default_factory=list)
     keyframe_id: int = -1  # the keyframe this view belongs to (older ones can get depth late)
+    # The depth sources' cameras (K, T_map_cam, (width, height)): with the depth they give how well each pixel is
+    # triangulated (geometry.camera.depth_sensitivity; the navigation cloud uses it).
+    source_cameras: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -393,6 +396,7 @@ class ReconstructionEngine:
         return ViewOutput(
             view.camera, view.frame_id, view.stamp_ns, depth_msg, confidence,
             view.K.copy(), view.T_world_cam.copy(), [s.key for s in sources], view.keyframe_id,
+            [(s.K.copy(), s.T_world_cam.copy(), s.size) for s in sources],
         )
 
     def _cloud_output(self, view: View, keep: np.ndarray) -> CloudOutput:

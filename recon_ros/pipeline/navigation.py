@@ -4,7 +4,8 @@ A costmap plugin (Nav2 voxel layer, STVL, obstacle layer) wants few points, no f
 and points in a frame it can transform. From the depth the engine publishes for the new keyframe
 (NaN = invalid, with its confidence), per camera:
 
-  pixels with finite depth and confidence >= the published threshold
+  pixels with finite depth and confidence >= navigation.min_confidence (never below the published threshold),
+  or down to the published threshold where the view's sources pin the depth (well_triangulated_error_m)
     -> median filter: kept where the depth agrees with the median of the used pixels around it, and
        replaced by that median (speckle and flying pixels go, noise drops, edges stay)
     -> range clip [min_range, max_range] from the camera
@@ -33,7 +34,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from recon_ros.config import NavigationConfig
-from recon_ros.geometry.camera import backproject
+from recon_ros.geometry.camera import backproject, depth_sensitivity
 from recon_ros.pipeline.engine import ViewOutput
 
 #: (target frame, source frame, stamp) -> 4x4 target <- source; raises when TF cannot answer.
@@ -44,6 +45,9 @@ LABEL_UNUSED, LABEL_GROUND, LABEL_BELOW, LABEL_ABOVE, LABEL_OBSTACLE = 0, 1, 2, 
 
 DENSE_VOXEL_LIMIT = 16_000_000  # voxel key range up to which voxel_downsample counts densely (<= 128 MB)
 FAR_M = 1e4  # stands for "no depth" in the upper median (any depth beyond every range clip)
+# Matching error (source-image pixels) that navigation.well_triangulated_error_m is stated for: the plane sweep's
+# sub-pixel refinement is good to about a tenth of a pixel on textured surfaces.
+MATCHING_ERROR_PX = 0.1
 GROUND_FIT_ITERATIONS = 64
 GROUND_FIT_MIN_POINTS = 200  # fewer ground candidates than this: the fit is not trusted
 GROUND_FIT_MAX_SAMPLES = 4000  # candidates scored per hypothesis (subsampled): bounds the cost
@@ -174,15 +178,31 @@ class NavigationCloudBuilder:
     def __init__(self, cfg: NavigationConfig, confidence_threshold: float):
         self.cfg = cfg
         # The published threshold (fusion.confidence_threshold) is a floor: nothing below it is ever used.
+        self.published_threshold = confidence_threshold
         self.confidence_threshold = max(confidence_threshold, cfg.min_confidence)
+
+    def usable_pixels(self, view: ViewOutput) -> np.ndarray:
+        """Published pixels the navigation outputs may use (before the median filter): confidence at or above
+        ``min_confidence``, or at or above the published threshold where the view's sources pin the depth."""
+        d = view.depth
+        finite = np.isfinite(d) & (d > 0)
+        ok = finite & (view.confidence >= self.confidence_threshold)
+        err = self.cfg.well_triangulated_error_m
+        band = finite & ~ok & (view.confidence >= self.published_threshold)
+        if err > 0 and view.source_cameras and band.any():
+            # a matching error of MATCHING_ERROR_PX moves the depth by MATCHING_ERROR_PX / sensitivity metres
+            sensitivity = depth_sensitivity(d, view.K, view.T_map_cam, view.source_cameras, band)
+            ok |= band & (sensitivity * err >= MATCHING_ERROR_PX)
+        return ok
 
     def confident_pixels(self, view: ViewOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mask, depth, range) of the pixels the navigation outputs may use: published (finite) depth and
-        confidence at or above the published threshold; with ``median_filter_px`` also within
+        confidence at or above ``min_confidence`` (never below the published threshold), or between the two where
+        the view's sources pin the depth (``well_triangulated_error_m``); with ``median_filter_px`` also within
         ``median_tolerance`` of their neighbourhood's median, and the depth returned is that median
         (median-filtered depth: speckle gone, noise down, edges kept). Range = distance from the camera."""
         d = view.depth
-        ok = np.isfinite(d) & (d > 0) & (view.confidence >= self.confidence_threshold)
+        ok = self.usable_pixels(view)
         z = np.where(ok, d, 0.0).astype(np.float32)
         k = self.cfg.median_filter_px
         if k > 1:

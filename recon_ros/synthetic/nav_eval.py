@@ -131,7 +131,8 @@ def diagnose_navigation(scene: Scene, out: KeyframeOutput | FlushOutput, nav: Na
     """Why true obstacle voxels are missed (one-voxel definition of navigation_figures) and which pixels
     make points far from every surface. Each missed voxel gets the first cause that applies:
 
-      missed_uncovered    no published pixel's true point is in it (the published depth has a hole there)
+      missed_uncovered    no usable pixel's true point is in it (builder.usable_pixels: a hole of the published depth,
+                          or only pixels below the navigation thresholds)
       missed_filtered     published pixels, none labelled obstacle (median filter, range clip, height band)
       missed_depth_off    obstacle pixels, but the point of every one lies > 1 voxel from the voxel's centroid
       missed_other        a pixel's point is within 1 voxel, the cloud point is not (voxel centroid shift)
@@ -150,7 +151,7 @@ def diagnose_navigation(scene: Scene, out: KeyframeOutput | FlushOutput, nav: Na
         p_est = backproject(depth_used, v.K) @ T[:3, :3].T + T[:3, 3]
         obstacle = labels == LABEL_OBSTACLE
         truth.append((p_cam @ T[:3, :3].T + T[:3, 3])[keep])
-        covered.append((np.isfinite(v.depth) & (v.confidence >= builder.confidence_threshold))[keep])
+        covered.append(builder.usable_pixels(v)[keep])
         passed.append(obstacle[keep])
         est.append(p_est[keep])
         est_world = backproject(depth_used, v.K)[obstacle] @ v.T_map_cam[:3, :3].T + v.T_map_cam[:3, 3]
