@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon_ros.geometry.se3 import invert, transform_points
+
 
 @dataclass(frozen=True)
 class PinholeCamera:
@@ -92,16 +94,12 @@ def depth_sensitivity(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
     points = rays * depth[v, u].astype(np.float64)[:, None]
     best = np.zeros(len(u))
     for K_s, T_world_src, (w_s, h_s) in sources:
-        T = np.linalg.inv(T_world_src) @ T_world_cam
-        R, t = T[:3, :3], T[:3, 3]
-        d_point = rays @ R.T  # d X_source / d depth
-        p = points @ R.T + t
-        z = p[:, 2]
-        front = z > 1e-3
+        T = invert(T_world_src) @ T_world_cam
+        d_point = rays @ T[:3, :3].T  # d X_source / d depth
+        p = transform_points(T, points)
+        uv, z = project(p, K_s)
+        front = (z > 1e-3) & (uv[:, 0] >= 0) & (uv[:, 0] <= w_s - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h_s - 1)
         z = np.where(front, z, 1.0)
-        u_s = K_s[0, 0] * p[:, 0] / z + K_s[0, 2]
-        v_s = K_s[1, 1] * p[:, 1] / z + K_s[1, 2]
-        front &= (u_s >= 0) & (u_s <= w_s - 1) & (v_s >= 0) & (v_s <= h_s - 1)
         # d (x / z) = (dx z - x dz) / z^2, scaled by the focal lengths
         du = K_s[0, 0] * (d_point[:, 0] * z - p[:, 0] * d_point[:, 2]) / z**2
         dv = K_s[1, 1] * (d_point[:, 1] * z - p[:, 1] * d_point[:, 2]) / z**2

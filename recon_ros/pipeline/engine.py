@@ -329,7 +329,7 @@ class ReconstructionEngine:
             rng = self._depth_range(view)
             same = [c for c in candidates if c.segment == view.segment]
             srcs = select_depth_sources(view, same, rng, cfg.depth.num_sources, cfg.depth.min_overlap,
-                                  cfg.depth.min_baseline_m)
+                                        cfg.depth.min_baseline_m)
             if not srcs:
                 continue
             est = self.depth_source.estimate(view, srcs, rng)
